@@ -1,0 +1,18 @@
+//! `charter-token`: the license token shared by the issuer and the client.
+//!
+//! - [`Claims`]: every claim of DESIGN.md, with its wire name.
+//! - [`Keyring`] (signs) and [`KeySet`] (public keys only: verifies, publishes
+//!   the JWKS, cannot sign).
+//! - [`KeySet::verify`]: verification with the algorithm bound to the `kid`.
+//! - [`rules`]: the time rules and the instance URL.
+
+pub mod claims;
+pub mod keys;
+pub mod rules;
+pub mod verify;
+
+pub use claims::{Claims, DAY};
+pub use jsonwebtoken::jwk::{Jwk, JwkSet};
+pub use keys::{KeyAlg, KeyError, KeyInfo, KeySet, Keyring, PublicKey, SigningKey};
+pub use rules::{InstanceUrl, UrlError, now};
+pub use verify::{MAX_TOKEN_LEN, VerifyError, check_times, insecure_decode};

@@ -1,0 +1,157 @@
+//! Verification that binds the algorithm to the key named by `kid`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Validation, decode};
+use serde::Deserialize;
+
+use crate::claims::Claims;
+use crate::keys::{KeyAlg, KeySet};
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Why a token was refused. Each variant is a distinct, stable reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("token is larger than {MAX_TOKEN_LEN} bytes")]
+    TooLarge,
+    #[error("token is malformed: {0}")]
+    Malformed(String),
+    #[error("algorithm {0:?} is not accepted")]
+    UnsupportedAlgorithm(String),
+    #[error("token header has no kid")]
+    MissingKid,
+    #[error("unknown signing key {0:?}")]
+    UnknownKey(String),
+    #[error("algorithm {alg} does not match key {kid} ({expected})")]
+    AlgorithmMismatch {
+        alg: String,
+        kid: String,
+        expected: KeyAlg,
+    },
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("token is not valid before {nbf}")]
+    NotYetValid { nbf: i64 },
+    /// The signature checks but the token has expired; the claims are
+    /// returned so a caller may apply a grace period.
+    #[error("token expired at {}", .0.exp)]
+    Expired(Box<Claims>),
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<String>,
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+impl KeySet {
+    /// Verifies signature and times: `nbf <= now < exp`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, VerifyError> {
+        let claims = self.verify_signature(token)?;
+        check_times(claims, now)
+    }
+
+    /// Verifies the signature only, with no time checks (for `inspect`-like
+    /// callers and for the renewal grace, via [`check_times`]).
+    pub fn verify_signature(&self, token: &str) -> Result<Claims, VerifyError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(VerifyError::TooLarge);
+        }
+        let header = parse_header(token)?;
+        let alg = header
+            .alg
+            .ok_or(VerifyError::UnsupportedAlgorithm(String::new()))?;
+        let Some(key_alg) = KeyAlg::from_jose(&alg) else {
+            return Err(VerifyError::UnsupportedAlgorithm(alg));
+        };
+        if header.crit.is_some() {
+            return Err(VerifyError::Malformed("unsupported crit header".into()));
+        }
+        let kid = header.kid.ok_or(VerifyError::MissingKid)?;
+        let key = self
+            .get(&kid)
+            .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
+        if key.alg() != key_alg {
+            return Err(VerifyError::AlgorithmMismatch {
+                alg,
+                kid,
+                expected: key.alg(),
+            });
+        }
+        let mut validation = Validation::new(key.algorithm());
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        match decode::<Claims>(token, key.decoding(), &validation) {
+            Ok(data) => Ok(data.claims),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::InvalidSignature => VerifyError::BadSignature,
+                ErrorKind::InvalidAlgorithm => VerifyError::AlgorithmMismatch {
+                    alg: key_alg.to_string(),
+                    kid,
+                    expected: key.alg(),
+                },
+                _ => VerifyError::Malformed(e.to_string()),
+            }),
+        }
+    }
+}
+
+/// Applies the time rules to claims whose signature has been checked.
+pub fn check_times(claims: Claims, now: i64) -> Result<Claims, VerifyError> {
+    if now < claims.nbf {
+        return Err(VerifyError::NotYetValid { nbf: claims.nbf });
+    }
+    if now >= claims.exp {
+        return Err(VerifyError::Expired(Box::new(claims)));
+    }
+    Ok(claims)
+}
+
+fn parse_header(token: &str) -> Result<RawHeader, VerifyError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::Malformed(
+            "expected three dot-separated parts".into(),
+        ));
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| VerifyError::Malformed("header is not base64url".into()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| VerifyError::Malformed("header is not a JSON object".into()))
+}
+
+/// Reads header and claims without verifying anything (`charter token inspect`).
+pub fn insecure_decode(token: &str) -> Result<(serde_json::Value, Claims), VerifyError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::TooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::Malformed(
+            "expected three dot-separated parts".into(),
+        ));
+    };
+    let decode_json = |part: &str, what: &str| -> Result<serde_json::Value, VerifyError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| VerifyError::Malformed(format!("{what} is not base64url")))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|_| VerifyError::Malformed(format!("{what} is not JSON")))
+    };
+    let header = decode_json(h, "header")?;
+    let claims = serde_json::from_value(decode_json(p, "payload")?)
+        .map_err(|e| VerifyError::Malformed(format!("claims: {e}")))?;
+    Ok((header, claims))
+}

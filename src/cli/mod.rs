@@ -1,0 +1,4 @@
+//! Offline subcommands: keys and tokens.
+
+pub mod keys;
+pub mod token;
