@@ -62,7 +62,7 @@ impl KeySet {
         if token.len() > MAX_TOKEN_LEN {
             return Err(VerifyError::TooLarge);
         }
-        let header = parse_header(token)?;
+        let (header, body_ok) = parse_header(token)?;
         let alg = header
             .alg
             .ok_or(VerifyError::UnsupportedAlgorithm(String::new()))?;
@@ -71,6 +71,9 @@ impl KeySet {
         };
         if header.crit.is_some() {
             return Err(VerifyError::Malformed("unsupported crit header".into()));
+        }
+        if !body_ok {
+            return Err(VerifyError::Malformed("payload or signature is not base64url".into()));
         }
         let kid = header.kid.ok_or(VerifyError::MissingKid)?;
         let key = self
@@ -114,7 +117,8 @@ pub fn check_times(claims: Claims, now: i64) -> Result<Claims, VerifyError> {
     Ok(claims)
 }
 
-fn parse_header(token: &str) -> Result<RawHeader, VerifyError> {
+/// The header, and whether payload and signature are well-formed base64url.
+fn parse_header(token: &str) -> Result<(RawHeader, bool), VerifyError> {
     let mut parts = token.split('.');
     let (Some(h), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -123,11 +127,21 @@ fn parse_header(token: &str) -> Result<RawHeader, VerifyError> {
             "expected three dot-separated parts".into(),
         ));
     };
+    let (Some(p), Some(s)) = (token.split('.').nth(1), token.split('.').nth(2)) else {
+        return Err(VerifyError::Malformed("expected three dot-separated parts".into()));
+    };
+    let body_ok = is_b64url(p) && is_b64url(s) && !s.is_empty();
     let bytes = URL_SAFE_NO_PAD
         .decode(h)
         .map_err(|_| VerifyError::Malformed("header is not base64url".into()))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|_| VerifyError::Malformed("header is not a JSON object".into()))
+    let header = serde_json::from_slice(&bytes)
+        .map_err(|_| VerifyError::Malformed("header is not a JSON object".into()))?;
+    Ok((header, body_ok))
+}
+
+/// Unpadded base64url: only its alphabet, and no length that cannot encode whole bytes.
+fn is_b64url(s: &str) -> bool {
+    s.len() % 4 != 1 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Reads header and claims without verifying anything (`charter token inspect`).
