@@ -5,14 +5,17 @@
 //!   the JWKS, cannot sign).
 //! - [`KeySet::verify`]: verification with the algorithm bound to the `kid`.
 //! - [`rules`]: the time rules and the instance URL.
+//! - [`wire`]: the renew request and answer, shared by issuer and client.
 
 pub mod claims;
 pub mod keys;
 pub mod rules;
 pub mod verify;
+pub mod wire;
 
 pub use claims::{Claims, DAY};
 pub use jsonwebtoken::jwk::{Jwk, JwkSet};
 pub use keys::{KeyAlg, KeyError, KeyInfo, KeySet, Keyring, PublicKey, SigningKey};
 pub use rules::{InstanceUrl, UrlError, now};
 pub use verify::{MAX_TOKEN_LEN, VerifyError, check_times, insecure_decode};
+pub use wire::{ErrorBody, RenewRequest, TokenResponse, Usage};
