@@ -1,6 +1,11 @@
-//! Charter issuer: the library behind the `charter` binary, exported so that
-//! integration tests can build the router in-process.
+//! The Charter issuer: configuration, HTTP API, domain rules and storage.
+//! `main.rs` only parses the command line and dispatches here.
 
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
 pub mod instance;
+pub mod issuance;
 pub mod serve;

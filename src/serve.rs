@@ -1,17 +1,205 @@
-//! `charter serve` and `charter migrate`. (Issuer core: to be built.)
+//! `charter serve` and `charter migrate`: start-up, and the server handle
+//! the integration tests use.
 
-/// Flags of `charter serve`.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use charter_token::{KeyAlg, KeyError, Keyring};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState, auth::AdminAuth};
+pub use crate::config::ServeArgs;
+use crate::config::{Config, Secret};
+use crate::db::{self, Store};
 
 /// Flags of `charter migrate`.
 #[derive(Debug, clap::Args)]
-pub struct MigrateArgs {}
-
-pub fn run(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("charter serve is not built yet")
+pub struct MigrateArgs {
+    /// `sqlite://PATH` or `postgres://...` [default: sqlite://data/charter.db].
+    #[arg(long, env = "CHARTER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
-pub fn migrate(_args: MigrateArgs) -> anyhow::Result<()> {
-    anyhow::bail!("charter migrate is not built yet")
+/// The setting that keeps a generated admin password's hash.
+const ADMIN_HASH_SETTING: &str = "admin_password_hash";
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(args)?;
+    init_logging(config.json_logs);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let server = start(config).await?;
+        tracing::info!(addr = %server.addr, "charter issuer listening");
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        server.stop().await
+    })
+}
+
+pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    init_logging(false);
+    let url = args
+        .database_url
+        .unwrap_or_else(|| "sqlite://data/charter.db".into());
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let store = db::open(&url, true).await?;
+        tracing::info!(database = %db::redact_url(&url), backend = store.backend(), "migrations applied");
+        Ok(())
+    })
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHARTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests) is harmless.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Loads the keyring, generating an RS256 signing key when the directory has none.
+pub fn load_or_generate_keys(dir: &std::path::Path) -> anyhow::Result<Keyring> {
+    match Keyring::load(dir) {
+        Ok(k) => Ok(k),
+        Err(KeyError::NoKeys(_)) => generate_first_key(dir),
+        Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            generate_first_key(dir)
+        }
+        Err(e) => Err(e).context("cannot load signing keys"),
+    }
+}
+
+fn generate_first_key(dir: &std::path::Path) -> anyhow::Result<Keyring> {
+    let info = charter_token::keys::generate(dir, KeyAlg::Rs256, 2048, true)
+        .with_context(|| format!("cannot generate a signing key in {}", dir.display()))?;
+    tracing::info!(kid = %info.kid, path = %info.path.display(), "no signing key found: generated an RS256 key");
+    Ok(Keyring::load(dir)?)
+}
+
+/// The admin's credentials: the configured password, or the one generated on
+/// first start (printed once, kept only as a hash).
+async fn admin_auth(config: &Config, store: &dyn Store) -> anyhow::Result<AdminAuth> {
+    let hash = match &config.admin_password {
+        Some(Secret(password)) => {
+            let password = password.clone();
+            tokio::task::spawn_blocking(move || AdminAuth::hash_password(&password)).await??
+        }
+        None => match store.get_setting(ADMIN_HASH_SETTING).await? {
+            Some(hash) => hash,
+            None => {
+                let mut raw = [0u8; 18];
+                aws_lc_rs::rand::fill(&mut raw).map_err(|_| anyhow::anyhow!("no randomness"))?;
+                let password =
+                    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+                let candidate = {
+                    let p = password.clone();
+                    tokio::task::spawn_blocking(move || AdminAuth::hash_password(&p)).await??
+                };
+                let stored = store.init_setting(ADMIN_HASH_SETTING, &candidate).await?;
+                if stored == candidate {
+                    // Printed once, to the terminal, never to the log.
+                    eprintln!(
+                        "\n  Generated admin password for user {:?}: {password}\n  \
+                         It is shown only now; set CHARTER_ADMIN_PASSWORD to choose your own.\n",
+                        config.admin_user
+                    );
+                }
+                stored
+            }
+        },
+    };
+    Ok(AdminAuth::new(config.admin_user.clone(), hash))
+}
+
+/// A running issuer.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Stops accepting, finishes in-flight requests, and returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// Opens the store, loads the keys and starts serving on `config.listen`.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let store = db::open(&config.database_url.0, config.migrate)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open database {}",
+                db::redact_url(&config.database_url.0)
+            )
+        })?;
+    tracing::info!(database = %db::redact_url(&config.database_url.0), backend = store.backend(), "database ready");
+    let keys_dir = config.keys_dir.clone();
+    let keys = tokio::task::spawn_blocking(move || load_or_generate_keys(&keys_dir)).await??;
+    tracing::info!(
+        kid = keys.signing_key().kid(),
+        alg = keys.signing_key().alg().as_str(),
+        "signing key loaded"
+    );
+    let admin = admin_auth(&config, &*store).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        store,
+        keys: Arc::new(keys),
+        config: Arc::new(config),
+        admin: Arc::new(admin),
+    };
+    let app = api::router(state.clone());
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    Ok(Server {
+        addr,
+        state,
+        stop,
+        task,
+    })
 }

@@ -14,6 +14,7 @@ pub const DAY: i64 = 86_400;
 /// are ignored, so older and newer tokens stay readable.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Claims {
     /// Unique per token.
     pub jti: String,

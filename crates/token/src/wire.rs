@@ -13,6 +13,7 @@ pub type Usage = BTreeMap<String, i64>;
 /// Body of `POST /api/tokens/renew` (optional: an empty body means no report).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RenewRequest {
     /// The host's current usage, stored on the instance by the issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -21,6 +22,7 @@ pub struct RenewRequest {
 
 /// Answer of the renew and issue endpoints: the token and its claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
     pub token: String,
     pub claims: Claims,
@@ -28,6 +30,7 @@ pub struct TokenResponse {
 
 /// The error body of every Charter endpoint: `{"message": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub message: String,
 }

@@ -1,0 +1,176 @@
+//! `/api/licenses/{lid}/instances`: the installations bound to a license.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use charter_token::{InstanceUrl, now};
+use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::{Action, Principal};
+use super::extract::{Json, Path};
+use super::licenses;
+use super::{ApiError, ApiResult, AppState};
+use crate::domain::{Dialect, Instance, LicenseStatus};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_instances, bind_instance))
+        .routes(routes!(get_instance, update_instance, unbind_instance))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInstance {
+    /// The instance's root URL (http or https); stored with a trailing `/`.
+    pub url: String,
+    /// Default `grafana`.
+    pub dialect: Option<Dialect>,
+    /// Default false.
+    pub push_enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePatch {
+    pub dialect: Option<Dialect>,
+    pub push_enabled: Option<bool>,
+}
+
+/// Parses an instance URL, or a 400 naming the field.
+pub fn parse_url(field: &str, url: &str) -> ApiResult<InstanceUrl> {
+    InstanceUrl::parse(url).map_err(|e| ApiError::field(field, e))
+}
+
+/// A new, unbound instance record.
+pub fn new_instance(
+    lid: &str,
+    url: &InstanceUrl,
+    dialect: Dialect,
+    push_enabled: bool,
+    t: i64,
+) -> Instance {
+    Instance {
+        id: uuid::Uuid::now_v7().to_string(),
+        lid: lid.to_string(),
+        url: url.to_string(),
+        dialect,
+        push_enabled,
+        last_jti: None,
+        last_issued_at: None,
+        next_renewal_at: None,
+        usage: None,
+        usage_reported_at: None,
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+async fn load(state: &AppState, lid: &str, id: &str) -> ApiResult<Instance> {
+    state
+        .store
+        .get_instance(lid, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("instance {id} of license {lid} not found")))
+}
+
+/// Lists the instances bound to a license.
+#[utoipa::path(get, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = [])),
+    params(("lid" = String, Path)),
+    responses((status = 200, body = Vec<Instance>), (status = 404, body = charter_token::ErrorBody)))]
+async fn list_instances(
+    p: Principal,
+    State(state): State<AppState>,
+    Path(lid): Path<String>,
+) -> ApiResult<Json<Vec<Instance>>> {
+    p.require(Action::LicensingRead)?;
+    licenses::load(&state, &lid).await?;
+    Ok(Json(state.store.list_instances(&lid).await?))
+}
+
+/// Binds an instance to a license (409 when `max_instances` are bound).
+#[utoipa::path(post, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = [])),
+    params(("lid" = String, Path)), request_body = NewInstance,
+    responses((status = 201, body = Instance), (status = 400, body = charter_token::ErrorBody),
+              (status = 404, body = charter_token::ErrorBody), (status = 409, body = charter_token::ErrorBody)))]
+async fn bind_instance(
+    p: Principal,
+    State(state): State<AppState>,
+    Path(lid): Path<String>,
+    Json(body): Json<NewInstance>,
+) -> ApiResult<(StatusCode, Json<Instance>)> {
+    p.require(Action::LicensingWrite)?;
+    let url = parse_url("url", &body.url)?;
+    let license = licenses::load(&state, &lid).await?;
+    if license.status == LicenseStatus::Revoked {
+        return Err(ApiError::conflict(format!("license {lid} is revoked")));
+    }
+    let instance = new_instance(
+        &lid,
+        &url,
+        body.dialect.unwrap_or(Dialect::Grafana),
+        body.push_enabled.unwrap_or(false),
+        now(),
+    );
+    state
+        .store
+        .bind_instance(&instance, license.max_instances)
+        .await?;
+    tracing::info!(lid = %lid, instance = %instance.url, by = p.name(), "instance bound");
+    Ok((StatusCode::CREATED, Json(instance)))
+}
+
+/// Gets an instance.
+#[utoipa::path(get, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = [])),
+    params(("lid" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Instance), (status = 404, body = charter_token::ErrorBody)))]
+async fn get_instance(
+    p: Principal,
+    State(state): State<AppState>,
+    Path((lid, id)): Path<(String, String)>,
+) -> ApiResult<Json<Instance>> {
+    p.require(Action::LicensingRead)?;
+    Ok(Json(load(&state, &lid, &id).await?))
+}
+
+/// Changes how tokens reach an instance.
+#[utoipa::path(patch, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = [])),
+    params(("lid" = String, Path), ("id" = String, Path)), request_body = InstancePatch,
+    responses((status = 200, body = Instance), (status = 400, body = charter_token::ErrorBody),
+              (status = 404, body = charter_token::ErrorBody)))]
+async fn update_instance(
+    p: Principal,
+    State(state): State<AppState>,
+    Path((lid, id)): Path<(String, String)>,
+    Json(body): Json<InstancePatch>,
+) -> ApiResult<Json<Instance>> {
+    p.require(Action::LicensingWrite)?;
+    let mut i = load(&state, &lid, &id).await?;
+    if let Some(d) = body.dialect {
+        i.dialect = d;
+    }
+    if let Some(v) = body.push_enabled {
+        i.push_enabled = v;
+    }
+    i.updated_at = now();
+    state.store.update_instance(&i).await?;
+    Ok(Json(i))
+}
+
+/// Unbinds an instance, freeing its place; its renewals are refused after.
+#[utoipa::path(delete, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = [])),
+    params(("lid" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 404, body = charter_token::ErrorBody)))]
+async fn unbind_instance(
+    p: Principal,
+    State(state): State<AppState>,
+    Path((lid, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    p.require(Action::LicensingDelete)?;
+    if !state.store.delete_instance(&lid, &id).await? {
+        return Err(ApiError::not_found(format!(
+            "instance {id} of license {lid} not found"
+        )));
+    }
+    tracing::info!(lid = %lid, instance = %id, by = p.name(), "instance unbound");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,54 @@
+//! Public endpoints: health and the JWKS.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{ApiError, AppState};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(jwks))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: &'static str,
+    /// `sqlite` or `postgres`.
+    pub database: &'static str,
+}
+
+/// Whether the issuer can serve: 200 when the database answers, 503 if not.
+#[utoipa::path(get, path = "/api/health", tag = "meta",
+    responses((status = 200, body = Health), (status = 503, body = charter_token::ErrorBody)))]
+async fn health(State(state): State<AppState>) -> Response {
+    match state.store.health().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(Health {
+                status: "ok",
+                database: state.store.backend(),
+            }),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+/// The public keys that verify license tokens (RFC 7517).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "meta",
+    responses((status = 200, description = "JWK set", content_type = "application/json")))]
+async fn jwks(State(state): State<AppState>) -> Response {
+    (
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(state.keys.jwks()),
+    )
+        .into_response()
+}

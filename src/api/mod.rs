@@ -1,0 +1,185 @@
+//! The issuer's HTTP API. One file per resource, each with its `router()`;
+//! the OpenAPI document is collected from the same handlers, so it cannot
+//! drift from what is served.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use charter_token::Keyring;
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Config;
+use crate::db::Store;
+
+pub mod accounts;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod instances;
+pub mod licenses;
+pub mod meta;
+pub mod products;
+pub mod tokens;
+
+pub use error::{ApiError, ApiResult};
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<Keyring>,
+    pub config: Arc<Config>,
+    pub admin: Arc<auth::AdminAuth>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Charter issuer API", description = "License issuance and renewal."),
+    modifiers(&Security),
+    components(schemas(charter_token::ErrorBody))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        components.add_security_scheme(
+            "license_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The routes and their OpenAPI description.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(meta::router())
+        .merge(products::router())
+        .merge(accounts::router())
+        .merge(licenses::router())
+        .merge(instances::router())
+        .merge(tokens::router())
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let (router, api) = routes().split_for_parts();
+    let api = Arc::new(api);
+    router
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// `?page=1&per_page=50` (1-based; at most 1000 a page).
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    #[serde(default)]
+    pub page: Option<i64>,
+    #[serde(default)]
+    pub per_page: Option<i64>,
+}
+
+impl PageParams {
+    pub fn page(self) -> ApiResult<crate::domain::Page> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(50);
+        if !(1..=1_000_000).contains(&page) {
+            return Err(ApiError::field("page", "must be between 1 and 1000000"));
+        }
+        if !(1..=1000).contains(&per_page) {
+            return Err(ApiError::field("per_page", "must be between 1 and 1000"));
+        }
+        Ok(crate::domain::Page { page, per_page })
+    }
+}
+
+/// A page of results.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+impl<T> Paged<T> {
+    pub fn new(items: Vec<T>, total: i64, page: crate::domain::Page) -> Self {
+        Paged {
+            items,
+            total,
+            page: page.page,
+            per_page: page.per_page,
+        }
+    }
+}
+
+/// Checks a short identifier (slug): lower-case letters, digits, `-`, `_`, `.`.
+pub fn check_slug(field: &str, s: &str) -> ApiResult<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && s.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            format!(
+                "{s:?} must be 1-64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+/// Checks a free-text field: not blank, at most `max` characters, no control characters.
+pub fn check_text(field: &str, s: &str, max: usize) -> ApiResult<()> {
+    if s.trim().is_empty() {
+        return Err(ApiError::field(field, "must not be empty"));
+    }
+    if s.chars().count() > max {
+        return Err(ApiError::field(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}

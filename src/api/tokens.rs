@@ -1,0 +1,192 @@
+//! Tokens: issue through the portal, history, and the instance-facing renew
+//! endpoint `POST /api/tokens/renew`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+use charter_token::{DAY, RenewRequest, TokenResponse, VerifyError, now};
+use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::{Action, Principal};
+use super::extract::{Json, Path, Query};
+use super::{ApiError, ApiResult, AppState, PageParams, Paged, accounts, instances, licenses};
+use crate::domain::{RenewRefusal, TokenReason, TokenRecord, check_renewable};
+use crate::issuance::{self, IssueError};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, issue_token))
+        .routes(routes!(renew))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    /// The instance's root URL; bound to the license if it is not yet.
+    pub instance: String,
+}
+
+impl From<IssueError> for ApiError {
+    fn from(e: IssueError) -> Self {
+        match e {
+            IssueError::Store(e) => e.into(),
+            IssueError::Sign(e) => ApiError::internal(format!("signing failed: {e}")),
+        }
+    }
+}
+
+/// Issues a token for an instance, binding it if there is room.
+#[utoipa::path(post, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = [])),
+    params(("lid" = String, Path)), request_body = IssueRequest,
+    responses((status = 201, body = TokenResponse), (status = 400, body = charter_token::ErrorBody),
+              (status = 404, body = charter_token::ErrorBody),
+              (status = 409, description = "license suspended, revoked or expired, or no room for another instance", body = charter_token::ErrorBody)))]
+async fn issue_token(
+    p: Principal,
+    State(state): State<AppState>,
+    Path(lid): Path<String>,
+    Json(body): Json<IssueRequest>,
+) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
+    p.require(Action::LicensingWrite)?;
+    let url = instances::parse_url("instance", &body.instance)?;
+    let license = licenses::load(&state, &lid).await?;
+    let t = now();
+    check_renewable(&license, t).map_err(|r| ApiError::conflict(r.to_string()))?;
+    let account = accounts::load(&state, &license.account_id).await?;
+    let (instance, bind) = match state.store.find_instance(&lid, url.as_str()).await? {
+        Some(i) => (i, false),
+        None => (
+            instances::new_instance(&lid, &url, crate::domain::Dialect::Grafana, false, t),
+            true,
+        ),
+    };
+    let req = issuance::Request {
+        license: &license,
+        account: &account,
+        instance,
+        bind,
+        reason: TokenReason::Issue,
+        renewed_from: None,
+        usage: None,
+    };
+    let (token, claims) =
+        issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t).await?;
+    tracing::info!(lid = %lid, instance = %url, jti = %claims.jti, by = p.name(), "token issued");
+    Ok((StatusCode::CREATED, Json(TokenResponse { token, claims })))
+}
+
+/// The tokens issued for a license, newest first.
+#[utoipa::path(get, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = [])),
+    params(("lid" = String, Path), PageParams),
+    responses((status = 200, body = Paged<TokenRecord>), (status = 404, body = charter_token::ErrorBody)))]
+async fn list_tokens(
+    p: Principal,
+    State(state): State<AppState>,
+    Path(lid): Path<String>,
+    Query(q): Query<PageParams>,
+) -> ApiResult<Json<Paged<TokenRecord>>> {
+    p.require(Action::LicensingRead)?;
+    let page = q.page()?;
+    licenses::load(&state, &lid).await?;
+    let (items, total) = state.store.list_tokens(&lid, page).await?;
+    Ok(Json(Paged::new(items, total, page)))
+}
+
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    let unauthorized = || {
+        let mut e = ApiError::unauthorized("missing bearer license token");
+        e.challenge = Some("Bearer");
+        e
+    };
+    let value = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unauthorized)?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(unauthorized()),
+    }
+}
+
+/// Renews an instance's license token.
+///
+/// `Authorization: Bearer <current token>`; the body `{"usage": {...}}` is
+/// optional. A token that expired less than the renew grace ago is accepted
+/// while the license is active. A retry with the same old token within ten
+/// minutes gets the token already issued.
+#[utoipa::path(post, path = "/api/tokens/renew", tag = "tokens", security(("license_token" = [])),
+    request_body(content = Option<RenewRequest>, description = "optional usage report"),
+    responses((status = 200, body = TokenResponse),
+              (status = 400, description = "malformed body", body = charter_token::ErrorBody),
+              (status = 401, description = "no token, bad signature, unknown key, or expired beyond the grace", body = charter_token::ErrorBody),
+              (status = 403, description = "license suspended, revoked or expired", body = charter_token::ErrorBody),
+              (status = 422, description = "instance not bound to the license", body = charter_token::ErrorBody)))]
+async fn renew(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<TokenResponse>> {
+    let token = bearer(&headers)?;
+    let t = now();
+    let old = match state.keys.public().verify_signature(token) {
+        Ok(c) => c,
+        Err(e @ VerifyError::TooLarge) => {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()));
+        }
+        Err(e) => {
+            return Err(ApiError::unauthorized(format!(
+                "license token refused: {e}"
+            )));
+        }
+    };
+    let grace = state.config.renew_grace_days.saturating_mul(DAY);
+    if t >= old.exp.saturating_add(grace) {
+        return Err(ApiError::unauthorized(format!(
+            "license token expired at {}, beyond the renewal grace of {} days",
+            crate::domain::rfc3339::format(old.exp),
+            state.config.renew_grace_days
+        )));
+    }
+    let usage = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<RenewRequest>(&body)
+            .map_err(|e| ApiError::bad_request(format!("body: {e}")))?
+            .usage
+    };
+    let license = state
+        .store
+        .get_license(&old.lid)
+        .await?
+        .ok_or_else(|| ApiError::forbidden(format!("license {} does not exist", old.lid)))?;
+    check_renewable(&license, t).map_err(|r: RenewRefusal| ApiError::forbidden(r.to_string()))?;
+    let instance = state
+        .store
+        .find_instance(&license.lid, &old.sub)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "instance {} is not bound to license {}",
+                old.sub, license.lid
+            ))
+        })?;
+    let account = accounts::load(&state, &license.account_id).await?;
+    let req = issuance::Request {
+        license: &license,
+        account: &account,
+        instance,
+        bind: false,
+        reason: TokenReason::Renew,
+        renewed_from: Some(old.jti.clone()),
+        usage,
+    };
+    let (token, claims) =
+        issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t).await?;
+    tracing::info!(lid = %claims.lid, instance = %claims.sub, jti = %claims.jti, "token renewed");
+    Ok(Json(TokenResponse { token, claims }))
+}

@@ -1,0 +1,161 @@
+//! Configuration of `charter serve`: defaults, then a TOML file (`--config`),
+//! then `CHARTER_*` environment variables, then flags. Validated once at
+//! start, with errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Flags of `charter serve`; each has a `CHARTER_*` variable and a TOML key
+/// of the same name in snake case.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and environment win).
+    #[arg(long, env = "CHARTER_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "CHARTER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The issuer's public URL, written as `iss` in tokens [default: http://<listen>/].
+    #[arg(long, env = "CHARTER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB` [default: sqlite://data/charter.db].
+    #[arg(long, env = "CHARTER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Directory of signing keys; a key is generated there when it has none [default: keys].
+    #[arg(long, env = "CHARTER_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
+    /// User name of the server admin (HTTP Basic) [default: admin].
+    #[arg(long, env = "CHARTER_ADMIN_USER")]
+    pub admin_user: Option<String>,
+    /// Password of the server admin; when unset, one is generated on first start and printed once.
+    #[arg(long, env = "CHARTER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// How long after expiry a token may still be renewed, in days [default: 30].
+    #[arg(long, env = "CHARTER_RENEW_GRACE_DAYS")]
+    pub renew_grace_days: Option<i64>,
+    /// Token lifetime for licenses that do not set one, in days [default: 7].
+    #[arg(long, env = "CHARTER_TOKEN_TTL_DAYS")]
+    pub token_ttl_days: Option<i64>,
+    /// Largest request body accepted, in bytes [default: 65536].
+    #[arg(long, env = "CHARTER_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// `text` or `json` [default: text].
+    #[arg(long, env = "CHARTER_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Do not apply migrations at start (when `charter migrate` runs them).
+    #[arg(long, env = "CHARTER_NO_MIGRATE")]
+    #[serde(default)]
+    pub no_migrate: bool,
+}
+
+/// A secret whose `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub database_url: Secret,
+    pub keys_dir: PathBuf,
+    pub admin_user: String,
+    pub admin_password: Option<Secret>,
+    pub renew_grace_days: i64,
+    pub token_ttl_days: i64,
+    pub max_body_bytes: usize,
+    pub json_logs: bool,
+    pub migrate: bool,
+}
+
+impl ServeArgs {
+    /// Fills what flags and environment left unset from the TOML file.
+    fn merge_file(mut self) -> anyhow::Result<Self> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let file: ServeArgs =
+            toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        fill!(
+            listen,
+            public_url,
+            database_url,
+            keys_dir,
+            admin_user,
+            admin_password,
+            renew_grace_days,
+            token_ttl_days,
+            max_body_bytes,
+            log_format
+        );
+        self.no_migrate |= file.no_migrate;
+        Ok(self)
+    }
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
+        let a = args.merge_file()?;
+        let listen = a
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let public_url = match a.public_url {
+            Some(u) => charter_token::InstanceUrl::parse(&u)
+                .map_err(|e| anyhow::anyhow!("public_url: {e}"))?
+                .to_string(),
+            None => format!("http://{listen}/"),
+        };
+        let renew_grace_days = a.renew_grace_days.unwrap_or(30);
+        if !(0..=3650).contains(&renew_grace_days) {
+            bail!("renew_grace_days must be between 0 and 3650, not {renew_grace_days}");
+        }
+        let token_ttl_days = a.token_ttl_days.unwrap_or(7);
+        if !(1..=3650).contains(&token_ttl_days) {
+            bail!("token_ttl_days must be between 1 and 3650, not {token_ttl_days}");
+        }
+        let json_logs = match a.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => bail!("log_format must be text or json, not {other:?}"),
+        };
+        let admin_user = a.admin_user.unwrap_or_else(|| "admin".into());
+        if admin_user.is_empty() || admin_user.contains(':') {
+            bail!("admin_user must be non-empty and contain no ':'");
+        }
+        if a.admin_password.as_deref().is_some_and(|p| p.len() < 8) {
+            bail!("admin_password must have at least 8 characters");
+        }
+        Ok(Config {
+            listen,
+            public_url,
+            database_url: Secret(
+                a.database_url
+                    .unwrap_or_else(|| "sqlite://data/charter.db".into()),
+            ),
+            keys_dir: a.keys_dir.unwrap_or_else(|| "keys".into()),
+            admin_user,
+            admin_password: a.admin_password.map(Secret),
+            renew_grace_days,
+            token_ttl_days,
+            max_body_bytes: a.max_body_bytes.unwrap_or(64 * 1024),
+            json_logs,
+            migrate: !a.no_migrate,
+        })
+    }
+}

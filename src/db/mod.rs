@@ -1,0 +1,124 @@
+//! Storage: one [`Store`] interface, two implementations (embedded SQLite,
+//! the default for a single node, and PostgreSQL for production and several
+//! replicas), tested by the same suite. Migrations live in `sql/` and are
+//! embedded in the binary.
+
+use async_trait::async_trait;
+
+use crate::domain::{Account, Instance, License, LicenseFilter, Page, Product, TokenRecord};
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Errors of the store. A client's mistake never ends up as `Internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key already exists (the message says which).
+    #[error("{0}")]
+    Conflict(String),
+    /// The license already has `max_instances` instances bound.
+    #[error("license {lid} already has its {max} instance(s) bound")]
+    InstanceLimit { lid: String, max: i64 },
+    /// The database cannot be reached; worth a retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A token to record, with the instance it goes to, in one transaction.
+#[derive(Debug, Clone)]
+pub struct Issuance {
+    pub token: TokenRecord,
+    /// The instance with its new state (last token, next renewal, usage).
+    /// Inserted when `bind` is set (counting against `max_instances`),
+    /// updated otherwise.
+    pub instance: Instance,
+    pub bind: bool,
+    pub max_instances: i64,
+    /// For a renewal: if a token renewed from the same old token was
+    /// recorded at or after this time, record nothing and return that one.
+    pub idempotent_since: Option<i64>,
+}
+
+/// What [`Store::record_issuance`] did.
+#[derive(Debug, Clone)]
+pub enum Recorded {
+    New,
+    /// A retry: the token already issued for the same old token.
+    Existing(TokenRecord),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// A round trip to the database.
+    async fn health(&self) -> Result<()>;
+
+    async fn insert_product(&self, p: &Product) -> Result<()>;
+    async fn get_product(&self, slug: &str) -> Result<Option<Product>>;
+    async fn list_products(&self) -> Result<Vec<Product>>;
+    async fn update_product(&self, p: &Product) -> Result<()>;
+
+    async fn insert_account(&self, a: &Account) -> Result<()>;
+    async fn get_account(&self, id: &str) -> Result<Option<Account>>;
+    async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)>;
+    async fn update_account(&self, a: &Account) -> Result<()>;
+
+    async fn insert_license(&self, l: &License) -> Result<()>;
+    async fn get_license(&self, lid: &str) -> Result<Option<License>>;
+    async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)>;
+    async fn update_license(&self, l: &License) -> Result<()>;
+
+    /// Binds an instance, refusing with [`StoreError::InstanceLimit`] when
+    /// the license has `max_instances` already.
+    async fn bind_instance(&self, i: &Instance, max_instances: i64) -> Result<()>;
+    async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>>;
+    async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>>;
+    async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>>;
+    async fn update_instance(&self, i: &Instance) -> Result<()>;
+    /// Unbinds; its tokens stay in the history. False when it did not exist.
+    async fn delete_instance(&self, lid: &str, id: &str) -> Result<bool>;
+
+    /// Records a token and the instance update in one transaction.
+    async fn record_issuance(&self, issuance: &Issuance) -> Result<Recorded>;
+    async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)>;
+
+    /// A setting kept in the database (e.g. the generated admin password hash).
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets it unless present; returns the value that is stored afterwards.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+}
+
+/// Opens the store a database URL names: `sqlite://PATH` (or a bare path
+/// ending in `.db`) or `postgres://...`. Applies migrations when `migrate`.
+pub async fn open(url: &str, migrate: bool) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PgStore::connect(url).await?;
+        if migrate {
+            store.migrate().await?;
+        }
+        Ok(std::sync::Arc::new(store))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let store = SqliteStore::open(std::path::Path::new(path), migrate).await?;
+        Ok(std::sync::Arc::new(store))
+    }
+}
+
+/// The database URL with any password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,591 @@
+//! The PostgreSQL store (`tokio-postgres` + `deadpool-postgres`), for
+//! production and several replicas on one database.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{NoTls, Row};
+
+use super::{Issuance, Recorded, Result, Store, StoreError};
+use crate::domain::{
+    Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
+    TokenRecord,
+};
+
+mod embedded {
+    refinery::embed_migrations!("sql/postgres");
+}
+
+/// Serialises migrations between replicas starting together.
+const MIGRATION_LOCK: i64 = 0x6368_6172_7465_72; // "charter"
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
+            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => StoreError::Conflict(e.to_string()),
+            Some(c)
+                if *c == SqlState::ADMIN_SHUTDOWN
+                    || *c == SqlState::CANNOT_CONNECT_NOW
+                    || *c == SqlState::TOO_MANY_CONNECTIONS =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            Some(_) => StoreError::Internal(e.to_string()),
+            // No SQL state: the connection broke or could not be made.
+            None => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+fn bad_value(what: &str) -> StoreError {
+    StoreError::Internal(format!("unexpected {what} in the database"))
+}
+
+fn conflict(e: tokio_postgres::Error, msg: impl FnOnce() -> String) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(msg()),
+        other => other,
+    }
+}
+
+const PRODUCT_COLS: &str = "slug, name, features, created_at, updated_at";
+fn product_row(r: &Row) -> Result<Product> {
+    Ok(Product {
+        slug: r.try_get(0)?,
+        name: r.try_get(1)?,
+        features: r.try_get::<_, Json<Vec<String>>>(2)?.0,
+        created_at: r.try_get(3)?,
+        updated_at: r.try_get(4)?,
+    })
+}
+
+const ACCOUNT_COLS: &str = "id, company, account, slug, created_at, updated_at";
+fn account_row(r: &Row) -> Result<Account> {
+    Ok(Account {
+        id: r.try_get(0)?,
+        company: r.try_get(1)?,
+        account: r.try_get(2)?,
+        slug: r.try_get(3)?,
+        created_at: r.try_get(4)?,
+        updated_at: r.try_get(5)?,
+    })
+}
+
+const LICENSE_COLS: &str =
+    "lid, account_id, status, starts_at, expires_at, max_instances, terms, created_at, updated_at";
+fn license_row(r: &Row) -> Result<License> {
+    let status = LicenseStatus::parse(r.try_get(2)?).ok_or_else(|| bad_value("status"))?;
+    Ok(License {
+        lid: r.try_get(0)?,
+        account_id: r.try_get(1)?,
+        status,
+        state: status.as_str().to_string(),
+        starts_at: r.try_get(3)?,
+        expires_at: r.try_get(4)?,
+        max_instances: r.try_get(5)?,
+        terms: r.try_get::<_, Json<_>>(6)?.0,
+        created_at: r.try_get(7)?,
+        updated_at: r.try_get(8)?,
+    })
+}
+
+const INSTANCE_COLS: &str = "id, lid, url, dialect, push_enabled, last_jti, last_issued_at, \
+    next_renewal_at, usage, usage_reported_at, created_at, updated_at";
+fn instance_row(r: &Row) -> Result<Instance> {
+    Ok(Instance {
+        id: r.try_get(0)?,
+        lid: r.try_get(1)?,
+        url: r.try_get(2)?,
+        dialect: Dialect::parse(r.try_get(3)?).ok_or_else(|| bad_value("dialect"))?,
+        push_enabled: r.try_get(4)?,
+        last_jti: r.try_get(5)?,
+        last_issued_at: r.try_get(6)?,
+        next_renewal_at: r.try_get(7)?,
+        usage: r.try_get::<_, Option<Json<_>>>(8)?.map(|j| j.0),
+        usage_reported_at: r.try_get(9)?,
+        created_at: r.try_get(10)?,
+        updated_at: r.try_get(11)?,
+    })
+}
+
+const TOKEN_COLS: &str = "jti, lid, instance_id, kid, iat, nbf, exp, reason, renewed_from, token";
+fn token_row(r: &Row) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        jti: r.try_get(0)?,
+        lid: r.try_get(1)?,
+        instance_id: r.try_get(2)?,
+        kid: r.try_get(3)?,
+        iat: r.try_get(4)?,
+        nbf: r.try_get(5)?,
+        exp: r.try_get(6)?,
+        reason: TokenReason::parse(r.try_get(7)?).ok_or_else(|| bad_value("reason"))?,
+        renewed_from: r.try_get(8)?,
+        token: r.try_get(9)?,
+    })
+}
+
+async fn insert_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
+    c.execute(
+        &format!("INSERT INTO instances ({INSTANCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
+        &[
+            &i.id, &i.lid, &i.url, &i.dialect.as_str(), &i.push_enabled, &i.last_jti, &i.last_issued_at,
+            &i.next_renewal_at, &i.usage.as_ref().map(Json), &i.usage_reported_at, &i.created_at, &i.updated_at,
+        ],
+    )
+    .await
+    .map_err(|e| conflict(e, || format!("instance {} is already bound to license {}", i.url, i.lid)))?;
+    Ok(())
+}
+
+async fn update_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
+    c.execute(
+        "UPDATE instances SET dialect = $3, push_enabled = $4, last_jti = $5, last_issued_at = $6, \
+         next_renewal_at = $7, usage = $8, usage_reported_at = $9, updated_at = $10 \
+         WHERE lid = $1 AND id = $2",
+        &[
+            &i.lid,
+            &i.id,
+            &i.dialect.as_str(),
+            &i.push_enabled,
+            &i.last_jti,
+            &i.last_issued_at,
+            &i.next_renewal_at,
+            &i.usage.as_ref().map(Json),
+            &i.usage_reported_at,
+            &i.updated_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Locks the license row (serialising binds) and checks there is room.
+async fn check_room(c: &impl GenericClient, lid: &str, max: i64) -> Result<()> {
+    c.query_opt("SELECT 1 FROM licenses WHERE lid = $1 FOR UPDATE", &[&lid])
+        .await?;
+    let bound: i64 = c
+        .query_one("SELECT count(*) FROM instances WHERE lid = $1", &[&lid])
+        .await?
+        .try_get(0)?;
+    if bound >= max {
+        return Err(StoreError::InstanceLimit {
+            lid: lid.to_string(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+impl PgStore {
+    /// A pool on `url`; fails fast if the database cannot be reached.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let pg: tokio_postgres::Config = url.parse()?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let timeout = Some(Duration::from_secs(5));
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(timeout)
+            .create_timeout(timeout)
+            .recycle_timeout(timeout)
+            .build()?;
+        let store = PgStore { pool };
+        store.health().await?;
+        Ok(store)
+    }
+
+    /// Applies the embedded migrations, one replica at a time.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let mut client = self.pool.get().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let result = embedded::migrations::runner()
+            .run_async(&mut **client)
+            .await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        result?;
+        Ok(())
+    }
+
+    async fn one<T>(
+        &self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+        map: fn(&Row) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let c = self.pool.get().await?;
+        c.query_opt(sql, args).await?.as_ref().map(map).transpose()
+    }
+
+    async fn many<T>(
+        &self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+        map: fn(&Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let c = self.pool.get().await?;
+        c.query(sql, args).await?.iter().map(map).collect()
+    }
+
+    async fn count(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<i64> {
+        let c = self.pool.get().await?;
+        Ok(c.query_one(sql, args).await?.try_get(0)?)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn health(&self) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn insert_product(&self, p: &Product) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            &format!("INSERT INTO products ({PRODUCT_COLS}) VALUES ($1, $2, $3, $4, $5)"),
+            &[
+                &p.slug,
+                &p.name,
+                &Json(&p.features),
+                &p.created_at,
+                &p.updated_at,
+            ],
+        )
+        .await
+        .map_err(|e| conflict(e, || format!("product {} already exists", p.slug)))?;
+        Ok(())
+    }
+
+    async fn get_product(&self, slug: &str) -> Result<Option<Product>> {
+        self.one(
+            &format!("SELECT {PRODUCT_COLS} FROM products WHERE slug = $1"),
+            &[&slug],
+            product_row,
+        )
+        .await
+    }
+
+    async fn list_products(&self) -> Result<Vec<Product>> {
+        self.many(
+            &format!("SELECT {PRODUCT_COLS} FROM products ORDER BY slug"),
+            &[],
+            product_row,
+        )
+        .await
+    }
+
+    async fn update_product(&self, p: &Product) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE products SET name = $2, features = $3, updated_at = $4 WHERE slug = $1",
+            &[&p.slug, &p.name, &Json(&p.features), &p.updated_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_account(&self, a: &Account) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[
+                &a.id,
+                &a.company,
+                &a.account,
+                &a.slug,
+                &a.created_at,
+                &a.updated_at,
+            ],
+        )
+        .await
+        .map_err(|e| {
+            conflict(e, || {
+                format!("an account with slug {} already exists", a.slug)
+            })
+        })?;
+        Ok(())
+    }
+
+    async fn get_account(&self, id: &str) -> Result<Option<Account>> {
+        self.one(
+            &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"),
+            &[&id],
+            account_row,
+        )
+        .await
+    }
+
+    async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)> {
+        let total = self.count("SELECT count(*) FROM accounts", &[]).await?;
+        let rows = self
+            .many(
+                &format!(
+                    "SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id LIMIT $1 OFFSET $2"
+                ),
+                &[&page.per_page, &page.offset()],
+                account_row,
+            )
+            .await?;
+        Ok((rows, total))
+    }
+
+    async fn update_account(&self, a: &Account) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE accounts SET company = $2, account = $3, slug = $4, updated_at = $5 WHERE id = $1",
+            &[&a.id, &a.company, &a.account, &a.slug, &a.updated_at],
+        )
+        .await
+        .map_err(|e| conflict(e, || format!("an account with slug {} already exists", a.slug)))?;
+        Ok(())
+    }
+
+    async fn insert_license(&self, l: &License) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            &format!(
+                "INSERT INTO licenses ({LICENSE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
+            &[
+                &l.lid,
+                &l.account_id,
+                &l.status.as_str(),
+                &l.starts_at,
+                &l.expires_at,
+                &l.max_instances,
+                &Json(&l.terms),
+                &l.created_at,
+                &l.updated_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_license(&self, lid: &str) -> Result<Option<License>> {
+        self.one(
+            &format!("SELECT {LICENSE_COLS} FROM licenses WHERE lid = $1"),
+            &[&lid],
+            license_row,
+        )
+        .await
+    }
+
+    async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)> {
+        let (status, expired): (Option<&str>, Option<bool>) = match f.state.as_deref() {
+            Some("expired") => (Some("active"), Some(true)),
+            Some("active") => (Some("active"), Some(false)),
+            Some(s) => (Some(s), None),
+            None => (None, None),
+        };
+        let filter = "($1::text IS NULL OR account_id = $1) AND ($2::text IS NULL OR status = $2) \
+            AND ($3::bool IS NULL OR $3 = (expires_at <= $4)) \
+            AND ($5::text IS NULL OR terms->'products' ? $5)";
+        let args: [&(dyn ToSql + Sync); 5] = [&f.account_id, &status, &expired, &f.now, &f.product];
+        let total = self
+            .count(
+                &format!("SELECT count(*) FROM licenses WHERE {filter}"),
+                &args,
+            )
+            .await?;
+        let rows = self
+            .many(
+                &format!("SELECT {LICENSE_COLS} FROM licenses WHERE {filter} ORDER BY created_at, lid LIMIT $6 OFFSET $7"),
+                &[&f.account_id, &status, &expired, &f.now, &f.product, &page.per_page, &page.offset()],
+                license_row,
+            )
+            .await?;
+        Ok((rows, total))
+    }
+
+    async fn update_license(&self, l: &License) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE licenses SET status = $2, starts_at = $3, expires_at = $4, max_instances = $5, \
+             terms = $6, updated_at = $7 WHERE lid = $1",
+            &[
+                &l.lid,
+                &l.status.as_str(),
+                &l.starts_at,
+                &l.expires_at,
+                &l.max_instances,
+                &Json(&l.terms),
+                &l.updated_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn bind_instance(&self, i: &Instance, max_instances: i64) -> Result<()> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        check_room(&tx, &i.lid, max_instances).await?;
+        insert_instance(&tx, i).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>> {
+        self.one(
+            &format!("SELECT {INSTANCE_COLS} FROM instances WHERE lid = $1 AND id = $2"),
+            &[&lid, &id],
+            instance_row,
+        )
+        .await
+    }
+
+    async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>> {
+        self.one(
+            &format!("SELECT {INSTANCE_COLS} FROM instances WHERE lid = $1 AND url = $2"),
+            &[&lid, &url],
+            instance_row,
+        )
+        .await
+    }
+
+    async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {
+        self.many(
+            &format!(
+                "SELECT {INSTANCE_COLS} FROM instances WHERE lid = $1 ORDER BY created_at, id"
+            ),
+            &[&lid],
+            instance_row,
+        )
+        .await
+    }
+
+    async fn update_instance(&self, i: &Instance) -> Result<()> {
+        let c = self.pool.get().await?;
+        update_instance(&c, i).await
+    }
+
+    async fn delete_instance(&self, lid: &str, id: &str) -> Result<bool> {
+        let c = self.pool.get().await?;
+        Ok(c.execute(
+            "DELETE FROM instances WHERE lid = $1 AND id = $2",
+            &[&lid, &id],
+        )
+        .await?
+            > 0)
+    }
+
+    async fn record_issuance(&self, is: &Issuance) -> Result<Recorded> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        if is.bind {
+            check_room(&tx, &is.instance.lid, is.max_instances).await?;
+        } else {
+            // Serialise renewals of one instance, so a retry sees the first.
+            tx.query_opt(
+                "SELECT 1 FROM instances WHERE id = $1 FOR UPDATE",
+                &[&is.instance.id],
+            )
+            .await?;
+        }
+        if let (Some(since), Some(old)) = (is.idempotent_since, &is.token.renewed_from) {
+            let existing = tx
+                .query_opt(
+                    &format!("SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = $1 AND iat >= $2 ORDER BY iat DESC LIMIT 1"),
+                    &[old, &since],
+                )
+                .await?;
+            if let Some(row) = existing {
+                return Ok(Recorded::Existing(token_row(&row)?));
+            }
+        }
+        if is.bind {
+            insert_instance(&tx, &is.instance).await?;
+        } else {
+            update_instance(&tx, &is.instance).await?;
+        }
+        let t = &is.token;
+        tx.execute(
+            &format!(
+                "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ),
+            &[
+                &t.jti,
+                &t.lid,
+                &t.instance_id,
+                &t.kid,
+                &t.iat,
+                &t.nbf,
+                &t.exp,
+                &t.reason.as_str(),
+                &t.renewed_from,
+                &t.token,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Recorded::New)
+    }
+
+    async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)> {
+        let total = self
+            .count("SELECT count(*) FROM tokens WHERE lid = $1", &[&lid])
+            .await?;
+        let rows = self
+            .many(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE lid = $1 ORDER BY iat DESC, jti LIMIT $2 OFFSET $3"),
+                &[&lid, &page.per_page, &page.offset()],
+                token_row,
+            )
+            .await?;
+        Ok((rows, total))
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        let c = self.pool.get().await?;
+        c.query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
+            .await?
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .transpose()
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key, &value],
+        )
+        .await?;
+        Ok(
+            c.query_one("SELECT value FROM settings WHERE key = $1", &[&key])
+                .await?
+                .try_get(0)?,
+        )
+    }
+}

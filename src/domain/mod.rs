@@ -1,0 +1,9 @@
+//! The issuer's domain: products, accounts, licenses, instances and tokens,
+//! and the rules that turn a license into claims. Plain types and functions,
+//! testable without a server or a database.
+
+mod license;
+mod types;
+
+pub use license::{RenewRefusal, check_renewable, claims_for, license_state};
+pub use types::*;
