@@ -13,7 +13,8 @@
 # with every helm/charter/ci/*-values.yaml; the rendered manifests validated
 # strictly against the oldest (chart kubeVersion) and newest Kubernetes
 # schemas, CRDs against a schema of their own, and the chart's contract
-# (.ci/helm_validate.py); and that a missing required value fails the render.
+# (.ci/helm_validate.py); and that missing or bad values fail the render
+# (required values, values.schema.json).
 # Downloads are cached in .cache-ci/ and .venv-ci/ (git-ignored), so reruns
 # are fast. Exits non-zero when any check fails.
 set -euo pipefail
@@ -107,17 +108,25 @@ for values in "${values_files[@]}"; do
   fi
 done
 
-# A render without the database Secret must fail with a clear message.
-if "$HELM" template charter "$CHART" --set database.existingSecret= >"$OUT/required.log" 2>&1; then
-  echo "FAIL required-values: rendered without a database"
-  failed=1
-elif grep -q "database.existingSecret or database.url is required" "$OUT/required.log"; then
-  echo "ok   required-values (a render without a database fails)"
-else
-  echo "FAIL required-values: unexpected error"
-  sed 's/^/     /' "$OUT/required.log"
-  failed=1
-fi
+# Bad values must fail the render with a clear message.
+expect_fail() { # expect_fail NAME MESSAGE HELM-ARGS...
+  local name=$1 message=$2
+  shift 2
+  if "$HELM" template charter "$CHART" "$@" >"$OUT/$name.log" 2>&1; then
+    echo "FAIL $name: rendered with $*"
+    failed=1
+  elif grep -qF -- "$message" "$OUT/$name.log"; then
+    echo "ok   $name (fails: $message)"
+  else
+    echo "FAIL $name: expected \"$message\""
+    sed 's/^/     /' "$OUT/$name.log"
+    failed=1
+  fi
+}
+expect_fail no-database "database.existingSecret or database.url is required" --set database.existingSecret=
+expect_fail no-keys "at '/keys/existingSecret': minLength" --set keys.existingSecret=
+expect_fail schema-log-format "value must be one of 'json', 'text'" --set config.logFormat=xml
+expect_fail schema-unknown-value "additional properties 'replicas' not allowed" --set replicas=3
 
 if [ ${#rendered[@]} -gt 0 ]; then
   echo "validating ${#rendered[@]} rendered file(s) against Kubernetes $SCHEMA_VERSIONS"
