@@ -128,6 +128,31 @@ expect_fail no-keys "at '/keys/existingSecret': minLength" --set keys.existingSe
 expect_fail schema-log-format "value must be one of 'json', 'text'" --set config.logFormat=xml
 expect_fail schema-unknown-value "additional properties 'replicas' not allowed" --set replicas=3
 
+# helm/charter/README.md documents every value of values.yaml, and no other.
+check values-documented "$VENV/bin/python" - "$CHART" <<'EOF'
+import re, sys, yaml
+chart = sys.argv[1]
+values = yaml.safe_load(open(f"{chart}/values.yaml"))
+def paths(node, prefix=""):
+    for key, value in node.items():
+        path = prefix + key
+        yield path
+        if isinstance(value, dict) and value:
+            yield from paths(value, path + ".")
+documented = set(re.findall(r"^\| `([^`]+)` \|", open(f"{chart}/README.md").read(), re.M))
+all_paths = set(paths(values))
+unknown = sorted(documented - all_paths)
+# A value is documented by its own row, or by a row of an enclosing object
+# (livenessProbe covers livenessProbe.httpGet.path), or through rows of its children.
+missing = sorted(p for p in all_paths
+                 if not any(p == d or p.startswith(d + ".") for d in documented)
+                 and not any(d.startswith(p + ".") for d in documented))
+for p in missing: print(f"not in README.md: {p}")
+for p in unknown: print(f"in README.md but not in values.yaml: {p}")
+print(f"{len(documented)} documented values")
+sys.exit(1 if missing or unknown else 0)
+EOF
+
 if [ ${#rendered[@]} -gt 0 ]; then
   echo "validating ${#rendered[@]} rendered file(s) against Kubernetes $SCHEMA_VERSIONS"
   if ! "$VENV/bin/python" .ci/helm_validate.py "$SCHEMA_VERSIONS" "${rendered[@]}"; then
