@@ -98,7 +98,9 @@ rendered=()
 for values in "${values_files[@]}"; do
   if [ -z "$values" ]; then name=default; args=(); else name=$(basename "$values" .yaml); args=(-f "$values"); fi
   check "lint-$name" "$HELM" lint --strict "$CHART" "${args[@]}"
-  if "$HELM" template charter "$CHART" --namespace charter "${args[@]}" >"$OUT/$name.yaml" 2>"$OUT/template-$name.log"; then
+  # Rendered for the oldest Kubernetes the chart supports (its kubeVersion).
+  if "$HELM" template charter "$CHART" --namespace charter --kube-version "${SCHEMA_VERSIONS%%,*}" "${args[@]}" \
+    >"$OUT/$name.yaml" 2>"$OUT/template-$name.log"; then
     echo "ok   template-$name ($(grep -c '^kind:' "$OUT/$name.yaml") manifests)"
     rendered+=("$OUT/$name.yaml")
   else
