@@ -18,6 +18,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/charter /out/charter
 
 FROM debian:bookworm-slim
+LABEL org.opencontainers.image.title="charter" \
+      org.opencontainers.image.description="Charter license issuer" \
+      org.opencontainers.image.licenses="Apache-2.0"
 # ca-certificates: TLS to PostgreSQL and to instances that use the system roots.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \

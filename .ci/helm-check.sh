@@ -13,8 +13,10 @@
 # with every helm/charter/ci/*-values.yaml; the rendered manifests validated
 # strictly against the oldest (chart kubeVersion) and newest Kubernetes
 # schemas, CRDs against a schema of their own, and the chart's contract
-# (.ci/helm_validate.py); and that missing or bad values fail the render
-# (required values, values.schema.json).
+# (.ci/helm_validate.py); that missing or bad values fail the render
+# (required values, values.schema.json); that helm/charter/README.md lists
+# every value; and that the Dockerfile's user, port and entrypoint are the
+# ones the chart assumes.
 # Downloads are cached in .cache-ci/ and .venv-ci/ (git-ignored), so reruns
 # are fast. Exits non-zero when any check fails.
 set -euo pipefail
@@ -153,6 +155,35 @@ for p in missing: print(f"not in README.md: {p}")
 for p in unknown: print(f"in README.md but not in values.yaml: {p}")
 print(f"{len(documented)} documented values")
 sys.exit(1 if missing or unknown else 0)
+EOF
+
+# The chart and the Dockerfile agree: user, port, entrypoint (the image cannot be built here).
+check image-contract "$VENV/bin/python" - "$CHART" Dockerfile <<'EOF'
+import json, re, sys, yaml
+chart, dockerfile = sys.argv[1], sys.argv[2]
+values = yaml.safe_load(open(f"{chart}/values.yaml"))
+text = re.sub(r"\\\n", " ", open(dockerfile).read())
+stages = re.split(r"^FROM ", text, flags=re.M)
+final = stages[-1]
+def instr(name):
+    found = re.findall(rf"^{name}\s+(.+)$", final, re.M)
+    return found[-1].strip() if found else None
+problems = []
+user = (instr("USER") or "").split(":")[0]
+if user != str(values["securityContext"]["runAsUser"]) or user != str(values["podSecurityContext"]["runAsUser"]):
+    problems.append(f"Dockerfile USER {user!r} is not the chart's runAsUser {values['securityContext']['runAsUser']}")
+if str(values["containerPort"]) not in (instr("EXPOSE") or "").split():
+    problems.append(f"Dockerfile EXPOSE {instr('EXPOSE')!r} lacks the chart's containerPort {values['containerPort']}")
+if json.loads(instr("ENTRYPOINT") or "null") != ["charter"]:
+    problems.append(f"Dockerfile ENTRYPOINT is {instr('ENTRYPOINT')!r}, the chart passes subcommands as args")
+if json.loads(instr("CMD") or "null") != ["serve"]:
+    problems.append(f"Dockerfile CMD is {instr('CMD')!r}, not [\"serve\"]")
+if "cargo build --release --locked --bin charter" not in text:
+    problems.append("the builder does not run cargo build --release --locked --bin charter")
+if values["preStopSleepSeconds"] and not final.startswith("debian:"):
+    problems.append("preStopSleepSeconds needs `sleep`: the runtime image is no longer Debian")
+print("\n".join(problems) or f"USER {user}, EXPOSE {instr('EXPOSE')}, ENTRYPOINT {instr('ENTRYPOINT')}, CMD {instr('CMD')}")
+sys.exit(1 if problems else 0)
 EOF
 
 if [ ${#rendered[@]} -gt 0 ]; then
