@@ -112,6 +112,8 @@ for values in "${values_files[@]}"; do
   fi
 done
 
+check package "$HELM" package "$CHART" --destination "$OUT"
+
 # Bad values must fail the render with a clear message.
 expect_fail() { # expect_fail NAME MESSAGE HELM-ARGS...
   local name=$1 message=$2
