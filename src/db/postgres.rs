@@ -559,7 +559,7 @@ impl Store for PgStore {
             .await?;
         let rows = self
             .many(
-                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE lid = $1 ORDER BY iat DESC, jti LIMIT $2 OFFSET $3"),
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE lid = $1 ORDER BY iat DESC, jti DESC LIMIT $2 OFFSET $3"),
                 &[&lid, &page.per_page, &page.offset()],
                 token_row,
             )

@@ -567,7 +567,7 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let total = c.query_row("SELECT count(*) FROM tokens WHERE lid = ?1", [&lid], |r| r.get(0))?;
             let mut st = c.prepare(&format!(
-                "SELECT {TOKEN_COLS} FROM tokens WHERE lid = ?1 ORDER BY iat DESC, jti LIMIT ?2 OFFSET ?3"
+                "SELECT {TOKEN_COLS} FROM tokens WHERE lid = ?1 ORDER BY iat DESC, jti DESC LIMIT ?2 OFFSET ?3"
             ))?;
             let rows = st
                 .query_map(params![lid, page.per_page, page.offset()], token_row)?
