@@ -95,10 +95,11 @@ impl AdminAuth {
             || Argon2::default()
                 .verify_password(password.as_bytes(), self.hash.as_str())
                 .is_ok();
-        if password_ok && !cached {
-            if let Ok(mut v) = self.verified.lock() {
-                v.insert(digest);
-            }
+        if password_ok
+            && !cached
+            && let Ok(mut v) = self.verified.lock()
+        {
+            v.insert(digest);
         }
         user_ok && password_ok
     }

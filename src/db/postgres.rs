@@ -21,7 +21,7 @@ mod embedded {
 }
 
 /// Serialises migrations between replicas starting together.
-const MIGRATION_LOCK: i64 = 0x6368_6172_7465_72; // "charter"
+const MIGRATION_LOCK: i64 = 0x0063_6861_7274_6572; // "charter"
 
 #[derive(Clone)]
 pub struct PgStore {

@@ -175,18 +175,18 @@ mod tests {
         let mut l = license(0, 100);
         assert!(check_renewable(&l, 50).is_ok());
         assert_eq!(
-            check_renewable(&l, 100).unwrap_err().to_string(),
+            check_renewable(&l, 100).expect_err("refused").to_string(),
             "license L1 expired at 1970-01-01T00:01:40Z"
         );
         l.status = LicenseStatus::Suspended;
         assert_eq!(
-            check_renewable(&l, 50).unwrap_err().to_string(),
+            check_renewable(&l, 50).expect_err("refused").to_string(),
             "license L1 is suspended"
         );
         l.status = LicenseStatus::Revoked;
         assert_eq!(license_state(&l, 500), "revoked");
         assert_eq!(
-            check_renewable(&l, 50).unwrap_err().to_string(),
+            check_renewable(&l, 50).expect_err("refused").to_string(),
             "license L1 is revoked"
         );
     }
