@@ -47,6 +47,12 @@ pub struct ServeArgs {
     /// `text` or `json` [default: text].
     #[arg(long, env = "CHARTER_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// On SIGTERM, how long in-flight requests may take before the process exits [default: 25].
+    #[arg(long, env = "CHARTER_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// On SIGTERM, how long to keep serving while `/api/health` answers 503, so load balancers stop sending first [default: 0].
+    #[arg(long, env = "CHARTER_SHUTDOWN_DRAIN_SECS")]
+    pub shutdown_drain_secs: Option<u64>,
     /// Do not apply migrations at start (when `charter migrate` runs them).
     #[arg(long, env = "CHARTER_NO_MIGRATE")]
     #[serde(default)]
@@ -77,6 +83,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub json_logs: bool,
     pub migrate: bool,
+    pub shutdown_grace: std::time::Duration,
+    pub shutdown_drain: std::time::Duration,
 }
 
 impl ServeArgs {
@@ -102,7 +110,9 @@ impl ServeArgs {
             renew_grace_days,
             token_ttl_days,
             max_body_bytes,
-            log_format
+            log_format,
+            shutdown_grace_secs,
+            shutdown_drain_secs
         );
         self.no_migrate |= file.no_migrate;
         Ok(self)
@@ -156,6 +166,64 @@ impl Config {
             max_body_bytes: a.max_body_bytes.unwrap_or(64 * 1024),
             json_logs,
             migrate: !a.no_migrate,
+            shutdown_grace: std::time::Duration::from_secs(a.shutdown_grace_secs.unwrap_or(25)),
+            shutdown_drain: std::time::Duration::from_secs(a.shutdown_drain_secs.unwrap_or(0)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_toml_key_reaches_the_config_and_flags_win() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("charter.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "0.0.0.0:9000"
+public_url = "https://license.example.com"
+database_url = "postgres://charter@db/charter"
+keys_dir = "/etc/charter/keys"
+admin_user = "root"
+admin_password = "from-the-file"
+renew_grace_days = 10
+token_ttl_days = 3
+max_body_bytes = 1000
+log_format = "json"
+shutdown_grace_secs = 7
+shutdown_drain_secs = 2
+no_migrate = true
+"#,
+        )
+        .expect("write");
+        let c = Config::from_args(ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.listen, "0.0.0.0:9000".parse().expect("addr"));
+        assert_eq!(c.public_url, "https://license.example.com/");
+        assert_eq!(c.database_url.0, "postgres://charter@db/charter");
+        assert_eq!(c.keys_dir, PathBuf::from("/etc/charter/keys"));
+        assert_eq!(c.admin_user, "root");
+        assert_eq!(c.admin_password, Some(Secret("from-the-file".into())));
+        assert_eq!((c.renew_grace_days, c.token_ttl_days), (10, 3));
+        assert_eq!(c.max_body_bytes, 1000);
+        assert!(c.json_logs);
+        assert_eq!(c.shutdown_grace, std::time::Duration::from_secs(7));
+        assert_eq!(c.shutdown_drain, std::time::Duration::from_secs(2));
+        assert!(!c.migrate);
+        assert_eq!(format!("{:?}", c.admin_password), "Some([redacted])");
+
+        let c = Config::from_args(ServeArgs {
+            config: Some(path),
+            token_ttl_days: Some(5),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.token_ttl_days, 5, "a flag or variable wins over the file");
     }
 }

@@ -8,4 +8,5 @@ pub mod db;
 pub mod domain;
 pub mod instance;
 pub mod issuance;
+pub mod metrics;
 pub mod serve;

@@ -31,11 +31,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(config.json_logs);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
+        let (grace, drain) = (config.shutdown_grace, config.shutdown_drain);
         let server = start(config).await?;
         tracing::info!(addr = %server.addr, "charter issuer listening");
         shutdown_signal().await;
-        tracing::info!("shutting down");
-        server.stop().await
+        if !drain.is_zero() {
+            server
+                .state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                drain_secs = drain.as_secs(),
+                "draining: health answers 503, still serving"
+            );
+            tokio::time::sleep(drain).await;
+        }
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections, finishing requests in flight"
+        );
+        match tokio::time::timeout(grace, server.stop()).await {
+            Ok(result) => {
+                result?;
+                tracing::info!("stopped");
+            }
+            Err(_) => {
+                tracing::warn!("shutdown grace elapsed with requests still in flight; exiting")
+            }
+        }
+        Ok(())
     })
 }
 
@@ -184,6 +208,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         keys: Arc::new(keys),
         config: Arc::new(config),
         admin: Arc::new(admin),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let app = api::router(state.clone());
     let (stop, mut stopped) = watch::channel(false);

@@ -22,10 +22,14 @@ pub struct Health {
     pub database: &'static str,
 }
 
-/// Whether the issuer can serve: 200 when the database answers, 503 if not.
+/// Whether the issuer can serve: 200 when the database answers, 503 if not
+/// or while it drains before shutting down.
 #[utoipa::path(get, path = "/api/health", tag = "meta",
     responses((status = 200, body = Health), (status = 503, body = charter_token::ErrorBody)))]
 async fn health(State(state): State<AppState>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
     match state.store.health().await {
         Ok(()) => (
             StatusCode::OK,

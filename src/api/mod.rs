@@ -9,6 +9,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use charter_token::Keyring;
 use serde::{Deserialize, Serialize};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -28,6 +30,9 @@ pub mod tokens;
 
 pub use error::{ApiError, ApiResult};
 
+/// The header carrying each request's id (kept when the client sends one).
+pub const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +40,9 @@ pub struct AppState {
     pub keys: Arc<Keyring>,
     pub config: Arc<Config>,
     pub admin: Arc<auth::AdminAuth>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set on SIGTERM while draining: health answers 503.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(OpenApi)]
@@ -90,6 +98,7 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(api.as_ref().clone()) }
             }),
         )
+        .route("/metrics", axum::routing::get(crate::metrics::handler))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -98,6 +107,25 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
 

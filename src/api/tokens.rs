@@ -72,6 +72,7 @@ async fn issue_token(
     };
     let (token, claims) =
         issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t).await?;
+    state.metrics.token_issued("issue");
     tracing::info!(lid = %lid, instance = %url, jti = %claims.jti, by = p.name(), "token issued");
     Ok((StatusCode::CREATED, Json(TokenResponse { token, claims })))
 }
@@ -131,51 +132,104 @@ async fn renew(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<TokenResponse>> {
-    let token = bearer(&headers)?;
+    match renew_inner(&state, &headers, &body).await {
+        Ok(answer) => {
+            state.metrics.token_issued("renew");
+            Ok(answer)
+        }
+        Err((reason, e)) => {
+            state.metrics.renewal_refused(reason);
+            tracing::info!(reason, status = e.status.as_u16(), message = %e.message, "renewal refused");
+            Err(e)
+        }
+    }
+}
+
+/// The renewal, with the reason of a refusal for the metrics.
+async fn renew_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Json<TokenResponse>, (&'static str, ApiError)> {
+    let why = |reason: &'static str| move |e: ApiError| (reason, e);
+    let store_err = |e: crate::db::StoreError| ("unavailable", ApiError::from(e));
+    let token = bearer(headers).map_err(why("no_token"))?;
     let t = now();
     let old = match state.keys.public().verify_signature(token) {
         Ok(c) => c,
         Err(e @ VerifyError::TooLarge) => {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()));
+            return Err((
+                "bad_token",
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+            ));
+        }
+        Err(e @ (VerifyError::UnknownKey(_) | VerifyError::MissingKid)) => {
+            return Err((
+                "unknown_key",
+                ApiError::unauthorized(format!("license token refused: {e}")),
+            ));
         }
         Err(e) => {
-            return Err(ApiError::unauthorized(format!(
-                "license token refused: {e}"
-            )));
+            return Err((
+                "bad_token",
+                ApiError::unauthorized(format!("license token refused: {e}")),
+            ));
         }
     };
     let grace = state.config.renew_grace_days.saturating_mul(DAY);
     if t >= old.exp.saturating_add(grace) {
-        return Err(ApiError::unauthorized(format!(
-            "license token expired at {}, beyond the renewal grace of {} days",
-            crate::domain::rfc3339::format(old.exp),
-            state.config.renew_grace_days
-        )));
+        return Err((
+            "beyond_grace",
+            ApiError::unauthorized(format!(
+                "license token expired at {}, beyond the renewal grace of {} days",
+                crate::domain::rfc3339::format(old.exp),
+                state.config.renew_grace_days
+            )),
+        ));
     }
     let usage = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        serde_json::from_slice::<RenewRequest>(&body)
-            .map_err(|e| ApiError::bad_request(format!("body: {e}")))?
+        serde_json::from_slice::<RenewRequest>(body)
+            .map_err(|e| ("bad_request", ApiError::bad_request(format!("body: {e}"))))?
             .usage
     };
     let license = state
         .store
         .get_license(&old.lid)
-        .await?
-        .ok_or_else(|| ApiError::forbidden(format!("license {} does not exist", old.lid)))?;
-    check_renewable(&license, t).map_err(|r: RenewRefusal| ApiError::forbidden(r.to_string()))?;
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| {
+            (
+                "unknown_license",
+                ApiError::forbidden(format!("license {} does not exist", old.lid)),
+            )
+        })?;
+    check_renewable(&license, t).map_err(|r: RenewRefusal| {
+        let reason = match r {
+            RenewRefusal::Suspended(_) => "suspended",
+            RenewRefusal::Revoked(_) => "revoked",
+            RenewRefusal::Expired { .. } => "license_expired",
+        };
+        (reason, ApiError::forbidden(r.to_string()))
+    })?;
     let instance = state
         .store
         .find_instance(&license.lid, &old.sub)
-        .await?
+        .await
+        .map_err(store_err)?
         .ok_or_else(|| {
-            ApiError::unprocessable(format!(
-                "instance {} is not bound to license {}",
-                old.sub, license.lid
-            ))
+            (
+                "not_bound",
+                ApiError::unprocessable(format!(
+                    "instance {} is not bound to license {}",
+                    old.sub, license.lid
+                )),
+            )
         })?;
-    let account = accounts::load(&state, &license.account_id).await?;
+    let account = accounts::load(state, &license.account_id)
+        .await
+        .map_err(why("unknown_account"))?;
     let req = issuance::Request {
         license: &license,
         account: &account,
@@ -186,7 +240,9 @@ async fn renew(
         usage,
     };
     let (token, claims) =
-        issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t).await?;
+        issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t)
+            .await
+            .map_err(|e| ("error", ApiError::from(e)))?;
     tracing::info!(lid = %claims.lid, instance = %claims.sub, jti = %claims.jti, "token renewed");
     Ok(Json(TokenResponse { token, claims }))
 }

@@ -54,6 +54,14 @@ pub enum Recorded {
     Existing(TokenRecord),
 }
 
+/// Connections of a store's pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStatus {
+    pub size: i64,
+    pub available: i64,
+    pub waiting: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -89,6 +97,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records a token and the instance update in one transaction.
     async fn record_issuance(&self, issuance: &Issuance) -> Result<Recorded>;
     async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)>;
+
+    /// Expiry (unix seconds) of every active license, for the metrics.
+    async fn license_expiries(&self) -> Result<Vec<(String, i64)>>;
+    /// Connections of the pool, for the metrics.
+    fn pool_status(&self) -> PoolStatus;
 
     /// A setting kept in the database (e.g. the generated admin password hash).
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;

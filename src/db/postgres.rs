@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
-use super::{Issuance, Recorded, Result, Store, StoreError};
+use super::{Issuance, PoolStatus, Recorded, Result, Store, StoreError};
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
     TokenRecord,
@@ -565,6 +565,28 @@ impl Store for PgStore {
             )
             .await?;
         Ok((rows, total))
+    }
+
+    async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
+        let c = self.pool.get().await?;
+        c.query(
+            "SELECT lid, expires_at FROM licenses WHERE status = 'active'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        PoolStatus {
+            size: n(s.size),
+            available: n(s.available),
+            waiting: n(s.waiting),
+        }
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Issuance, Recorded, Result, Store, StoreError};
+use super::{Issuance, PoolStatus, Recorded, Result, Store, StoreError};
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
     TokenRecord,
@@ -575,6 +575,28 @@ impl Store for SqliteStore {
             Ok((rows, total))
         })
         .await
+    }
+
+    async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
+        self.call(|c| {
+            let mut st =
+                c.prepare("SELECT lid, expires_at FROM licenses WHERE status = 'active'")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        // One connection behind a mutex.
+        let available = i64::from(self.conn.try_lock().is_ok());
+        PoolStatus {
+            size: 1,
+            available,
+            waiting: 0,
+        }
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {

@@ -1,0 +1,223 @@
+//! Prometheus metrics, served at `GET /metrics`: requests by route and status,
+//! tokens issued by reason, renewals refused by reason, pushes, license expiry
+//! per license (seconds remaining: what operators alert on) and the database
+//! pool.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header::CONTENT_TYPE};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::api::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route template (`/api/licenses/{lid}`), never the raw path.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    pub dialect: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LicenseLabels {
+    pub lid: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub state: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<RouteLabels, Histogram>,
+    /// Tokens issued, by reason: `issue`, `renew`, `push`.
+    pub tokens: Family<ReasonLabels, Counter>,
+    /// Renewals refused, by reason.
+    pub renewals_refused: Family<ReasonLabels, Counter>,
+    /// Push deliveries, by dialect and outcome.
+    pub pushes: Family<PushLabels, Counter>,
+    license_expiry: Family<LicenseLabels, Gauge>,
+    db_pool: Family<PoolLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("charter");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let request_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| {
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
+            }) as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            request_seconds.clone(),
+        );
+        let tokens = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tokens_issued",
+            "License tokens issued, by reason (issue, renew, push)",
+            tokens.clone(),
+        );
+        let renewals_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "renewals_refused",
+            "Renewals refused, by reason",
+            renewals_refused.clone(),
+        );
+        let pushes = Family::<PushLabels, Counter>::default();
+        registry.register(
+            "pushes",
+            "Token deliveries to instances, by dialect and outcome",
+            pushes.clone(),
+        );
+        let license_expiry = Family::<LicenseLabels, Gauge>::default();
+        registry.register(
+            "license_expiry_seconds",
+            "Seconds until each active license expires (negative once expired)",
+            license_expiry.clone(),
+        );
+        let db_pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections by state",
+            db_pool.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            tokens,
+            renewals_refused,
+            pushes,
+            license_expiry,
+            db_pool,
+        }
+    }
+
+    pub fn token_issued(&self, reason: &str) {
+        self.tokens
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn renewal_refused(&self, reason: &str) {
+        self.renewals_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the gauges read from the store now.
+    pub async fn render(&self, state: &AppState) -> Result<String, std::fmt::Error> {
+        if let Ok(expiries) = state.store.license_expiries().await {
+            self.license_expiry.clear();
+            let now = charter_token::now();
+            for (lid, expires_at) in expiries {
+                self.license_expiry
+                    .get_or_create(&LicenseLabels { lid })
+                    .set(expires_at - now);
+            }
+        }
+        let pool = state.store.pool_status();
+        for (name, value) in [
+            ("size", pool.size),
+            ("available", pool.available),
+            ("waiting", pool.waiting),
+        ] {
+            self.db_pool
+                .get_or_create(&PoolLabels { state: name.into() })
+                .set(value);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// `GET /metrics`.
+pub async fn handler(State(state): State<AppState>) -> Response {
+    match state.metrics.render(&state).await {
+        Ok(text) => (
+            [(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => crate::api::ApiError::internal(e).into_response(),
+    }
+}
+
+/// Counts every request by its route template and status.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    metrics
+        .request_seconds
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: res.status().as_u16(),
+        })
+        .inc();
+    res
+}
