@@ -53,6 +53,28 @@ pub struct ServeArgs {
     /// On SIGTERM, how long to keep serving while `/api/health` answers 503, so load balancers stop sending first [default: 0].
     #[arg(long, env = "CHARTER_SHUTDOWN_DRAIN_SECS")]
     pub shutdown_drain_secs: Option<u64>,
+    /// How often the push job runs, in seconds; 0 turns pushing off [default: 5].
+    #[arg(long, env = "CHARTER_PUSH_INTERVAL_SECS")]
+    pub push_interval_secs: Option<u64>,
+    /// Deliveries in flight at once [default: 32].
+    #[arg(long, env = "CHARTER_PUSH_CONCURRENCY")]
+    pub push_concurrency: Option<usize>,
+    /// Time limit of one delivery, in seconds [default: 10].
+    #[arg(long, env = "CHARTER_PUSH_TIMEOUT_SECS")]
+    pub push_timeout_secs: Option<u64>,
+    /// How long a claimed instance stays leased to a replica, in seconds [default: 120].
+    #[arg(long, env = "CHARTER_PUSH_LEASE_SECS")]
+    pub push_lease_secs: Option<u64>,
+    /// First retry delay after a failed delivery, in seconds; doubles each time [default: 10].
+    #[arg(long, env = "CHARTER_PUSH_BACKOFF_BASE_SECS")]
+    pub push_backoff_base_secs: Option<u64>,
+    /// Longest retry delay, in seconds [default: 3600].
+    #[arg(long, env = "CHARTER_PUSH_BACKOFF_MAX_SECS")]
+    pub push_backoff_max_secs: Option<u64>,
+    /// Refuse to push to loopback, private and link-local addresses (for vendor deployments).
+    #[arg(long, env = "CHARTER_PUSH_REFUSE_PRIVATE")]
+    #[serde(default)]
+    pub push_refuse_private: bool,
     /// Do not apply migrations at start (when `charter migrate` runs them).
     #[arg(long, env = "CHARTER_NO_MIGRATE")]
     #[serde(default)]
@@ -85,6 +107,7 @@ pub struct Config {
     pub migrate: bool,
     pub shutdown_grace: std::time::Duration,
     pub shutdown_drain: std::time::Duration,
+    pub push: crate::push::PushConfig,
 }
 
 impl ServeArgs {
@@ -112,9 +135,16 @@ impl ServeArgs {
             max_body_bytes,
             log_format,
             shutdown_grace_secs,
-            shutdown_drain_secs
+            shutdown_drain_secs,
+            push_interval_secs,
+            push_concurrency,
+            push_timeout_secs,
+            push_lease_secs,
+            push_backoff_base_secs,
+            push_backoff_max_secs
         );
         self.no_migrate |= file.no_migrate;
+        self.push_refuse_private |= file.push_refuse_private;
         Ok(self)
     }
 }
@@ -151,6 +181,26 @@ impl Config {
         if a.admin_password.as_deref().is_some_and(|p| p.len() < 8) {
             bail!("admin_password must have at least 8 characters");
         }
+        let secs = std::time::Duration::from_secs;
+        let push = crate::push::PushConfig {
+            interval: secs(a.push_interval_secs.unwrap_or(5)),
+            concurrency: a.push_concurrency.unwrap_or(32),
+            timeout: secs(a.push_timeout_secs.unwrap_or(10)),
+            lease: secs(a.push_lease_secs.unwrap_or(120)),
+            backoff_base: secs(a.push_backoff_base_secs.unwrap_or(10)),
+            backoff_max: secs(a.push_backoff_max_secs.unwrap_or(3600)),
+            refuse_private: a.push_refuse_private,
+            batch: 200,
+        };
+        if !(1..=1024).contains(&push.concurrency) {
+            bail!(
+                "push_concurrency must be between 1 and 1024, not {}",
+                push.concurrency
+            );
+        }
+        if push.timeout.is_zero() || push.lease <= push.timeout {
+            bail!("push_timeout_secs must be at least 1 and push_lease_secs longer than it");
+        }
         Ok(Config {
             listen,
             public_url,
@@ -168,6 +218,7 @@ impl Config {
             migrate: !a.no_migrate,
             shutdown_grace: std::time::Duration::from_secs(a.shutdown_grace_secs.unwrap_or(25)),
             shutdown_drain: std::time::Duration::from_secs(a.shutdown_drain_secs.unwrap_or(0)),
+            push,
         })
     }
 }
@@ -195,6 +246,13 @@ max_body_bytes = 1000
 log_format = "json"
 shutdown_grace_secs = 7
 shutdown_drain_secs = 2
+push_interval_secs = 9
+push_concurrency = 3
+push_timeout_secs = 4
+push_lease_secs = 40
+push_backoff_base_secs = 2
+push_backoff_max_secs = 60
+push_refuse_private = true
 no_migrate = true
 "#,
         )
@@ -215,6 +273,20 @@ no_migrate = true
         assert!(c.json_logs);
         assert_eq!(c.shutdown_grace, std::time::Duration::from_secs(7));
         assert_eq!(c.shutdown_drain, std::time::Duration::from_secs(2));
+        let p = &c.push;
+        assert_eq!(
+            (p.interval.as_secs(), p.concurrency, p.timeout.as_secs()),
+            (9, 3, 4)
+        );
+        assert_eq!(
+            (
+                p.lease.as_secs(),
+                p.backoff_base.as_secs(),
+                p.backoff_max.as_secs()
+            ),
+            (40, 2, 60)
+        );
+        assert!(p.refuse_private);
         assert!(!c.migrate);
         assert_eq!(format!("{:?}", c.admin_password), "Some([redacted])");
 

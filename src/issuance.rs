@@ -57,7 +57,18 @@ pub async fn issue(
     let mut instance = req.instance;
     instance.last_jti = Some(claims.jti.clone());
     instance.last_issued_at = Some(now);
-    instance.next_renewal_at = Some(now.saturating_add(claims.update_days.saturating_mul(DAY)));
+    let next_renewal = now.saturating_add(claims.update_days.saturating_mul(DAY));
+    instance.next_renewal_at = Some(next_renewal);
+    if req.reason == TokenReason::Push {
+        // Delivered or not, this is the token the next attempt redelivers;
+        // the push job records the outcome and the next due time.
+        instance.push_pending_jti = Some(claims.jti.clone());
+    } else {
+        instance.token_expires_at = Some(claims.exp);
+        if instance.push_enabled && !instance.removal_pending {
+            instance.push_next_at = Some(next_renewal);
+        }
+    }
     if let Some(usage) = req.usage {
         instance.usage = Some(usage);
         instance.usage_reported_at = Some(now);

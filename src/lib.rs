@@ -9,4 +9,6 @@ pub mod domain;
 pub mod instance;
 pub mod issuance;
 pub mod metrics;
+pub mod push;
+pub mod sealed;
 pub mod serve;

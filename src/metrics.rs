@@ -65,6 +65,7 @@ pub struct Metrics {
     pub pushes: Family<PushLabels, Counter>,
     license_expiry: Family<LicenseLabels, Gauge>,
     db_pool: Family<PoolLabels, Gauge>,
+    push_backoff: Gauge,
 }
 
 impl Default for Metrics {
@@ -124,7 +125,14 @@ impl Metrics {
             "Database pool connections by state",
             db_pool.clone(),
         );
+        let push_backoff = Gauge::default();
+        registry.register(
+            "push_instances_in_backoff",
+            "Instances whose last pushes failed and wait to retry",
+            push_backoff.clone(),
+        );
         Metrics {
+            push_backoff,
             registry,
             requests,
             request_seconds,
@@ -162,6 +170,9 @@ impl Metrics {
                     .get_or_create(&LicenseLabels { lid })
                     .set(expires_at - now);
             }
+        }
+        if let Ok(n) = state.store.count_push_backoff().await {
+            self.push_backoff.set(n);
         }
         let pool = state.store.pool_status();
         for (name, value) in [

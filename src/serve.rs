@@ -1,6 +1,7 @@
 //! `charter serve` and `charter migrate`: start-up, and the server handle
 //! the integration tests use.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -82,7 +83,10 @@ fn init_logging(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr must not take requests down: tracing would report
+        // the failed write with eprintln!, which panics on a broken pipe.
+        .log_internal_errors(false);
     // A second init (tests) is harmless.
     let _ = if json {
         builder.json().try_init()
@@ -150,7 +154,8 @@ async fn admin_auth(config: &Config, store: &dyn Store) -> anyhow::Result<AdminA
                 let stored = store.init_setting(ADMIN_HASH_SETTING, &candidate).await?;
                 if stored == candidate {
                     // Printed once, to the terminal, never to the log.
-                    eprintln!(
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "\n  Generated admin password for user {:?}: {password}\n  \
                          It is shown only now; set CHARTER_ADMIN_PASSWORD to choose your own.\n",
                         config.admin_user
@@ -169,15 +174,47 @@ pub struct Server {
     pub state: AppState,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
 }
 
 impl Server {
     /// Stops accepting, finishes in-flight requests, and returns.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        if let Some(mut scheduler) = self.scheduler.take() {
+            let _ = scheduler.shutdown().await;
+        }
         self.task.await??;
+        // A push run in progress finishes its deliveries.
+        self.state.pusher.wait_idle().await;
         Ok(())
     }
+}
+
+/// Runs the push job every `push_interval_secs` (none when 0).
+async fn start_push_job(
+    state: &AppState,
+) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let interval = state.pusher.config.interval;
+    if interval.is_zero() {
+        return Ok(None);
+    }
+    let scheduler = JobScheduler::new().await?;
+    let job_state = state.clone();
+    scheduler
+        .add(Job::new_repeated_async(interval, move |_id, _lock| {
+            let state = job_state.clone();
+            Box::pin(async move {
+                if let Err(e) = crate::push::run_once(&state).await {
+                    tracing::warn!(error = %e, "push run failed");
+                }
+            })
+        })?)
+        .await?;
+    scheduler.start().await?;
+    tracing::info!(interval_secs = interval.as_secs(), "push job scheduled");
+    Ok(Some(scheduler))
 }
 
 /// Opens the store, loads the keys and starts serving on `config.listen`.
@@ -203,7 +240,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let sealer = crate::sealed::Sealer::load_or_create(&config.keys_dir)?.map(Arc::new);
+    let pusher = Arc::new(crate::push::Pusher::new(config.push.clone())?);
     let state = AppState {
+        pusher,
+        sealer,
         store,
         keys: Arc::new(keys),
         config: Arc::new(config),
@@ -223,10 +264,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         })
         .await
     });
+    let scheduler = start_push_job(&state).await?;
     Ok(Server {
         addr,
         state,
         stop,
         task,
+        scheduler,
     })
 }

@@ -410,6 +410,13 @@ async fn set_status(
         l.updated_at = t;
         state.store.update_license(&l).await?;
         tracing::info!(lid = %l.lid, status = to.as_str(), by = p.name(), "license status changed");
+        if to == LicenseStatus::Revoked {
+            // Push-enabled instances get the removal delivered by the push job.
+            let n = state.store.mark_removals(lid, t).await?;
+            if n > 0 {
+                tracing::info!(lid = %lid, instances = n, "revocation queued for delivery");
+            }
+        }
     }
     Ok(Json(view(l, t)))
 }

@@ -12,6 +12,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(jwks))
+        .routes(routes!(revocations))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -55,4 +56,41 @@ async fn jwks(State(state): State<AppState>) -> Response {
         axum::Json(state.keys.jwks()),
     )
         .into_response()
+}
+
+/// How long a revocation list is valid.
+pub const REVOCATIONS_TTL: i64 = 3600;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Revocations {
+    /// A JWS (signed like license tokens) whose payload is
+    /// `{"iss", "iat", "exp", "revoked": [lid, ...]}`; valid for an hour.
+    pub token: String,
+    pub revoked: Vec<String>,
+}
+
+/// The revoked license ids, signed, so that instances that missed a push
+/// still stop trusting a revoked license.
+#[utoipa::path(get, path = "/api/revocations", tag = "meta",
+    responses((status = 200, body = Revocations), (status = 503, body = charter_token::ErrorBody)))]
+async fn revocations(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let revoked = state.store.revoked_licenses().await?;
+    let iat = charter_token::now();
+    let payload = serde_json::json!({
+        "iss": state.config.public_url,
+        "iat": iat,
+        "exp": iat + REVOCATIONS_TTL,
+        "revoked": revoked,
+    });
+    let bytes = serde_json::to_vec(&payload).map_err(ApiError::internal)?;
+    let token = state
+        .keys
+        .signing_key()
+        .sign_payload(&bytes)
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=60")],
+        axum::Json(Revocations { token, revoked }),
+    )
+        .into_response())
 }

@@ -41,6 +41,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub admin: Arc<auth::AdminAuth>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub pusher: Arc<crate::push::Pusher>,
+    /// Encrypts push credentials; `None` when the keys directory has no key for it.
+    pub sealer: Option<Arc<crate::sealed::Sealer>>,
     /// Set on SIGTERM while draining: health answers 503.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }

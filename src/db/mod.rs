@@ -54,6 +54,19 @@ pub enum Recorded {
     Existing(TokenRecord),
 }
 
+/// An instance leased for a push, with its sealed credentials.
+#[derive(Debug, Clone)]
+pub struct PushJob {
+    pub instance: Instance,
+    pub credentials: Option<String>,
+}
+
+/// Which instances a push run may claim (both stores; `?1`/`$1` is now).
+pub(crate) const PUSH_DUE: &str = "i.push_enabled AND i.push_next_at IS NOT NULL AND i.push_next_at <= {now} \
+    AND (i.lease_until IS NULL OR i.lease_until <= {now}) \
+    AND ((l.status = 'active' AND l.expires_at > {now} AND NOT i.removal_pending) \
+         OR (l.status = 'revoked' AND i.removal_pending))";
+
 /// Connections of a store's pool.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolStatus {
@@ -97,6 +110,38 @@ pub trait Store: Send + Sync + 'static {
     /// Records a token and the instance update in one transaction.
     async fn record_issuance(&self, issuance: &Issuance) -> Result<Recorded>;
     async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)>;
+
+    /// Leases up to `limit` instances whose push is due (push enabled, license
+    /// active and unexpired, or revoked with a removal to deliver) to `owner`
+    /// until `lease_until`. Replicas never claim the same instance at once.
+    async fn claim_pushes(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<PushJob>>;
+    /// Leases one instance now, due or not; `None` when another run holds it
+    /// or its license cannot be pushed.
+    async fn claim_push(
+        &self,
+        lid: &str,
+        id: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<PushJob>>;
+    /// Writes the push state of `i` and releases its lease, if `owner` still holds it.
+    async fn finish_push(&self, i: &Instance, owner: &str) -> Result<bool>;
+    /// After a revocation: the license's push-enabled instances get a removal to deliver.
+    async fn mark_removals(&self, lid: &str, now: i64) -> Result<u64>;
+    /// Stores (or clears) an instance's encrypted push credentials.
+    async fn set_credentials(&self, lid: &str, id: &str, sealed: Option<&str>) -> Result<()>;
+    async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>>;
+    /// Instances whose last pushes failed.
+    async fn count_push_backoff(&self) -> Result<i64>;
+    /// Ids of revoked licenses.
+    async fn revoked_licenses(&self) -> Result<Vec<String>>;
 
     /// Expiry (unix seconds) of every active license, for the metrics.
     async fn license_expiries(&self) -> Result<Vec<(String, i64)>>;

@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
-use super::{Issuance, PoolStatus, Recorded, Result, Store, StoreError};
+use super::{Issuance, PUSH_DUE, PoolStatus, PushJob, Recorded, Result, Store, StoreError};
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
     TokenRecord,
@@ -105,8 +105,15 @@ fn license_row(r: &Row) -> Result<License> {
     })
 }
 
+/// The columns written from an [`Instance`]; reads add whether credentials exist.
 const INSTANCE_COLS: &str = "id, lid, url, dialect, push_enabled, last_jti, last_issued_at, \
-    next_renewal_at, usage, usage_reported_at, created_at, updated_at";
+    next_renewal_at, usage, usage_reported_at, created_at, updated_at, token_expires_at, \
+    push_next_at, push_attempts, push_last_error, push_last_ok_at, push_at_risk, \
+    removal_pending, push_pending_jti";
+const INSTANCE_SELECT: &str = "id, lid, url, dialect, push_enabled, last_jti, last_issued_at, \
+    next_renewal_at, usage, usage_reported_at, created_at, updated_at, token_expires_at, \
+    push_next_at, push_attempts, push_last_error, push_last_ok_at, push_at_risk, \
+    removal_pending, push_pending_jti, credentials IS NOT NULL";
 fn instance_row(r: &Row) -> Result<Instance> {
     Ok(Instance {
         id: r.try_get(0)?,
@@ -121,6 +128,22 @@ fn instance_row(r: &Row) -> Result<Instance> {
         usage_reported_at: r.try_get(9)?,
         created_at: r.try_get(10)?,
         updated_at: r.try_get(11)?,
+        token_expires_at: r.try_get(12)?,
+        push_next_at: r.try_get(13)?,
+        push_attempts: r.try_get(14)?,
+        push_last_error: r.try_get(15)?,
+        push_last_ok_at: r.try_get(16)?,
+        push_at_risk: r.try_get(17)?,
+        removal_pending: r.try_get(18)?,
+        push_pending_jti: r.try_get(19)?,
+        has_credentials: r.try_get(20)?,
+    })
+}
+
+fn push_job_row(r: &Row) -> Result<PushJob> {
+    Ok(PushJob {
+        instance: instance_row(r)?,
+        credentials: r.try_get(21)?,
     })
 }
 
@@ -142,21 +165,48 @@ fn token_row(r: &Row) -> Result<TokenRecord> {
 
 async fn insert_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
     c.execute(
-        &format!("INSERT INTO instances ({INSTANCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
+        &format!(
+            "INSERT INTO instances ({INSTANCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+        ),
         &[
-            &i.id, &i.lid, &i.url, &i.dialect.as_str(), &i.push_enabled, &i.last_jti, &i.last_issued_at,
-            &i.next_renewal_at, &i.usage.as_ref().map(Json), &i.usage_reported_at, &i.created_at, &i.updated_at,
+            &i.id,
+            &i.lid,
+            &i.url,
+            &i.dialect.as_str(),
+            &i.push_enabled,
+            &i.last_jti,
+            &i.last_issued_at,
+            &i.next_renewal_at,
+            &i.usage.as_ref().map(Json),
+            &i.usage_reported_at,
+            &i.created_at,
+            &i.updated_at,
+            &i.token_expires_at,
+            &i.push_next_at,
+            &i.push_attempts,
+            &i.push_last_error,
+            &i.push_last_ok_at,
+            &i.push_at_risk,
+            &i.removal_pending,
+            &i.push_pending_jti,
         ],
     )
     .await
-    .map_err(|e| conflict(e, || format!("instance {} is already bound to license {}", i.url, i.lid)))?;
+    .map_err(|e| {
+        conflict(e, || {
+            format!("instance {} is already bound to license {}", i.url, i.lid)
+        })
+    })?;
     Ok(())
 }
 
 async fn update_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
     c.execute(
         "UPDATE instances SET dialect = $3, push_enabled = $4, last_jti = $5, last_issued_at = $6, \
-         next_renewal_at = $7, usage = $8, usage_reported_at = $9, updated_at = $10 \
+         next_renewal_at = $7, usage = $8, usage_reported_at = $9, updated_at = $10, \
+         token_expires_at = $11, push_next_at = $12, push_attempts = $13, push_last_error = $14, \
+         push_last_ok_at = $15, push_at_risk = $16, removal_pending = $17, push_pending_jti = $18 \
          WHERE lid = $1 AND id = $2",
         &[
             &i.lid,
@@ -169,6 +219,14 @@ async fn update_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
             &i.usage.as_ref().map(Json),
             &i.usage_reported_at,
             &i.updated_at,
+            &i.token_expires_at,
+            &i.push_next_at,
+            &i.push_attempts,
+            &i.push_last_error,
+            &i.push_last_ok_at,
+            &i.push_at_risk,
+            &i.removal_pending,
+            &i.push_pending_jti,
         ],
     )
     .await?;
@@ -459,7 +517,7 @@ impl Store for PgStore {
 
     async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>> {
         self.one(
-            &format!("SELECT {INSTANCE_COLS} FROM instances WHERE lid = $1 AND id = $2"),
+            &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = $1 AND id = $2"),
             &[&lid, &id],
             instance_row,
         )
@@ -468,7 +526,7 @@ impl Store for PgStore {
 
     async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>> {
         self.one(
-            &format!("SELECT {INSTANCE_COLS} FROM instances WHERE lid = $1 AND url = $2"),
+            &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = $1 AND url = $2"),
             &[&lid, &url],
             instance_row,
         )
@@ -478,7 +536,7 @@ impl Store for PgStore {
     async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {
         self.many(
             &format!(
-                "SELECT {INSTANCE_COLS} FROM instances WHERE lid = $1 ORDER BY created_at, id"
+                "SELECT {INSTANCE_SELECT} FROM instances WHERE lid = $1 ORDER BY created_at, id"
             ),
             &[&lid],
             instance_row,
@@ -565,6 +623,123 @@ impl Store for PgStore {
             )
             .await?;
         Ok((rows, total))
+    }
+
+    async fn claim_pushes(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<PushJob>> {
+        let due = PUSH_DUE.replace("{now}", "$1");
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "UPDATE instances SET lease_owner = $3, lease_until = $4 WHERE id IN ( \
+                     SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid WHERE {due} \
+                     ORDER BY i.push_next_at LIMIT $2 FOR UPDATE OF i SKIP LOCKED) \
+                     RETURNING {INSTANCE_SELECT}, credentials"
+                ),
+                &[&now, &limit, &owner, &lease_until],
+            )
+            .await?;
+        rows.iter().map(push_job_row).collect()
+    }
+
+    async fn claim_push(
+        &self,
+        lid: &str,
+        id: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<PushJob>> {
+        let due = PUSH_DUE
+            .replace(
+                "i.push_next_at IS NOT NULL AND i.push_next_at <= {now}",
+                "TRUE",
+            )
+            .replace("{now}", "$1");
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "UPDATE instances SET lease_owner = $2, lease_until = $3 WHERE id IN ( \
+                     SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid \
+                     WHERE i.lid = $4 AND i.id = $5 AND {due} FOR UPDATE OF i SKIP LOCKED) \
+                     RETURNING {INSTANCE_SELECT}, credentials"
+                ),
+                &[&now, &owner, &lease_until, &lid, &id],
+            )
+            .await?;
+        row.as_ref().map(push_job_row).transpose()
+    }
+
+    async fn finish_push(&self, i: &Instance, owner: &str) -> Result<bool> {
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "UPDATE instances SET push_next_at = $3, push_attempts = $4, push_last_error = $5, \
+                 push_last_ok_at = $6, push_at_risk = $7, removal_pending = $8, push_pending_jti = $9, \
+                 lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+                &[
+                    &i.id, &owner, &i.push_next_at, &i.push_attempts, &i.push_last_error,
+                    &i.push_last_ok_at, &i.push_at_risk, &i.removal_pending, &i.push_pending_jti,
+                ],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn mark_removals(&self, lid: &str, now: i64) -> Result<u64> {
+        let c = self.pool.get().await?;
+        Ok(c.execute(
+            "UPDATE instances SET removal_pending = TRUE, push_next_at = $2, push_attempts = 0, \
+             push_last_error = NULL WHERE lid = $1 AND push_enabled",
+            &[&lid, &now],
+        )
+        .await?)
+    }
+
+    async fn set_credentials(&self, lid: &str, id: &str, sealed: Option<&str>) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE instances SET credentials = $3 WHERE lid = $1 AND id = $2",
+            &[&lid, &id, &sealed],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>> {
+        self.one(
+            &format!("SELECT {TOKEN_COLS} FROM tokens WHERE jti = $1"),
+            &[&jti],
+            token_row,
+        )
+        .await
+    }
+
+    async fn count_push_backoff(&self) -> Result<i64> {
+        self.count(
+            "SELECT count(*) FROM instances WHERE push_attempts > 0",
+            &[],
+        )
+        .await
+    }
+
+    async fn revoked_licenses(&self) -> Result<Vec<String>> {
+        let c = self.pool.get().await?;
+        c.query(
+            "SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0).map_err(StoreError::from))
+        .collect()
     }
 
     async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {

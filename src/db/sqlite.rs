@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Issuance, PoolStatus, Recorded, Result, Store, StoreError};
+use super::{Issuance, PUSH_DUE, PoolStatus, PushJob, Recorded, Result, Store, StoreError};
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
     TokenRecord,
@@ -112,8 +112,15 @@ fn license_row(r: &Row) -> rusqlite::Result<License> {
     })
 }
 
+/// The columns written from an [`Instance`]; reads add whether credentials exist.
 const INSTANCE_COLS: &str = "id, lid, url, dialect, push_enabled, last_jti, last_issued_at, \
-    next_renewal_at, usage, usage_reported_at, created_at, updated_at";
+    next_renewal_at, usage, usage_reported_at, created_at, updated_at, token_expires_at, \
+    push_next_at, push_attempts, push_last_error, push_last_ok_at, push_at_risk, \
+    removal_pending, push_pending_jti";
+const INSTANCE_SELECT: &str = "id, lid, url, dialect, push_enabled, last_jti, last_issued_at, \
+    next_renewal_at, usage, usage_reported_at, created_at, updated_at, token_expires_at, \
+    push_next_at, push_attempts, push_last_error, push_last_ok_at, push_at_risk, \
+    removal_pending, push_pending_jti, credentials IS NOT NULL";
 fn instance_row(r: &Row) -> rusqlite::Result<Instance> {
     let usage: Option<String> = r.get(8)?;
     Ok(Instance {
@@ -129,6 +136,15 @@ fn instance_row(r: &Row) -> rusqlite::Result<Instance> {
         usage_reported_at: r.get(9)?,
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
+        token_expires_at: r.get(12)?,
+        push_next_at: r.get(13)?,
+        push_attempts: r.get(14)?,
+        push_last_error: r.get(15)?,
+        push_last_ok_at: r.get(16)?,
+        push_at_risk: r.get(17)?,
+        removal_pending: r.get(18)?,
+        push_pending_jti: r.get(19)?,
+        has_credentials: r.get(20)?,
     })
 }
 
@@ -151,10 +167,12 @@ fn token_row(r: &Row) -> rusqlite::Result<TokenRecord> {
 fn insert_instance(c: &Connection, i: &Instance) -> Result<()> {
     let usage = i.usage.as_ref().map(json).transpose()?;
     c.execute(
-        &format!("INSERT INTO instances ({INSTANCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        &format!("INSERT INTO instances ({INSTANCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
         params![
             i.id, i.lid, i.url, i.dialect.as_str(), i.push_enabled, i.last_jti, i.last_issued_at,
-            i.next_renewal_at, usage, i.usage_reported_at, i.created_at, i.updated_at
+            i.next_renewal_at, usage, i.usage_reported_at, i.created_at, i.updated_at,
+            i.token_expires_at, i.push_next_at, i.push_attempts, i.push_last_error, i.push_last_ok_at,
+            i.push_at_risk, i.removal_pending, i.push_pending_jti
         ],
     )
     .map_err(|e| match StoreError::from(e) {
@@ -170,7 +188,9 @@ fn update_instance(c: &Connection, i: &Instance) -> Result<()> {
     let usage = i.usage.as_ref().map(json).transpose()?;
     c.execute(
         "UPDATE instances SET dialect = ?3, push_enabled = ?4, last_jti = ?5, last_issued_at = ?6, \
-         next_renewal_at = ?7, usage = ?8, usage_reported_at = ?9, updated_at = ?10 \
+         next_renewal_at = ?7, usage = ?8, usage_reported_at = ?9, updated_at = ?10, \
+         token_expires_at = ?11, push_next_at = ?12, push_attempts = ?13, push_last_error = ?14, \
+         push_last_ok_at = ?15, push_at_risk = ?16, removal_pending = ?17, push_pending_jti = ?18 \
          WHERE lid = ?1 AND id = ?2",
         params![
             i.lid,
@@ -182,7 +202,15 @@ fn update_instance(c: &Connection, i: &Instance) -> Result<()> {
             i.next_renewal_at,
             usage,
             i.usage_reported_at,
-            i.updated_at
+            i.updated_at,
+            i.token_expires_at,
+            i.push_next_at,
+            i.push_attempts,
+            i.push_last_error,
+            i.push_last_ok_at,
+            i.push_at_risk,
+            i.removal_pending,
+            i.push_pending_jti
         ],
     )?;
     Ok(())
@@ -201,6 +229,29 @@ fn check_room(c: &Connection, lid: &str, max: i64) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Leases the instances `ids` and reads them back with their credentials.
+fn lease(c: &Connection, ids: &[String], owner: &str, lease_until: i64) -> Result<Vec<PushJob>> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        c.execute(
+            "UPDATE instances SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
+            params![id, owner, lease_until],
+        )?;
+        let job = c.query_row(
+            &format!("SELECT {INSTANCE_SELECT}, credentials FROM instances WHERE id = ?1"),
+            [id],
+            |r| {
+                Ok(PushJob {
+                    instance: instance_row(r)?,
+                    credentials: r.get(21)?,
+                })
+            },
+        )?;
+        jobs.push(job);
+    }
+    Ok(jobs)
 }
 
 impl SqliteStore {
@@ -475,7 +526,7 @@ impl Store for SqliteStore {
         let (lid, id) = (lid.to_string(), id.to_string());
         self.call(move |c| {
             Ok(c.query_row(
-                &format!("SELECT {INSTANCE_COLS} FROM instances WHERE lid = ?1 AND id = ?2"),
+                &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 AND id = ?2"),
                 [lid, id],
                 instance_row,
             )
@@ -488,7 +539,7 @@ impl Store for SqliteStore {
         let (lid, url) = (lid.to_string(), url.to_string());
         self.call(move |c| {
             Ok(c.query_row(
-                &format!("SELECT {INSTANCE_COLS} FROM instances WHERE lid = ?1 AND url = ?2"),
+                &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 AND url = ?2"),
                 [lid, url],
                 instance_row,
             )
@@ -501,7 +552,7 @@ impl Store for SqliteStore {
         let lid = lid.to_string();
         self.call(move |c| {
             let mut st = c.prepare(&format!(
-                "SELECT {INSTANCE_COLS} FROM instances WHERE lid = ?1 ORDER BY created_at, id"
+                "SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 ORDER BY created_at, id"
             ))?;
             let rows = st
                 .query_map([lid], instance_row)?
@@ -573,6 +624,135 @@ impl Store for SqliteStore {
                 .query_map(params![lid, page.per_page, page.offset()], token_row)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok((rows, total))
+        })
+        .await
+    }
+
+    async fn claim_pushes(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<PushJob>> {
+        let owner = owner.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let ids: Vec<String> = {
+                let due = PUSH_DUE.replace("{now}", "?1");
+                let mut st = tx.prepare(&format!(
+                    "SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid WHERE {due} \
+                     ORDER BY i.push_next_at LIMIT ?2"
+                ))?;
+                st.query_map(params![now, limit], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let jobs = lease(&tx, &ids, &owner, lease_until)?;
+            tx.commit()?;
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn claim_push(
+        &self,
+        lid: &str,
+        id: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<PushJob>> {
+        let (lid, id, owner) = (lid.to_string(), id.to_string(), owner.to_string());
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let due = PUSH_DUE.replace("i.push_next_at IS NOT NULL AND i.push_next_at <= {now}", "1").replace("{now}", "?1");
+            let found: Option<String> = tx
+                .query_row(
+                    &format!("SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid WHERE i.lid = ?2 AND i.id = ?3 AND {due}"),
+                    params![now, lid, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let jobs = lease(&tx, &found.into_iter().collect::<Vec<_>>(), &owner, lease_until)?;
+            tx.commit()?;
+            Ok(jobs.into_iter().next())
+        })
+        .await
+    }
+
+    async fn finish_push(&self, i: &Instance, owner: &str) -> Result<bool> {
+        let (i, owner) = (i.clone(), owner.to_string());
+        self.call(move |c| {
+            Ok(c.execute(
+                "UPDATE instances SET push_next_at = ?3, push_attempts = ?4, push_last_error = ?5, \
+                 push_last_ok_at = ?6, push_at_risk = ?7, removal_pending = ?8, push_pending_jti = ?9, \
+                 lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
+                params![
+                    i.id, owner, i.push_next_at, i.push_attempts, i.push_last_error, i.push_last_ok_at,
+                    i.push_at_risk, i.removal_pending, i.push_pending_jti
+                ],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn mark_removals(&self, lid: &str, now: i64) -> Result<u64> {
+        let lid = lid.to_string();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE instances SET removal_pending = 1, push_next_at = ?2, push_attempts = 0, \
+                 push_last_error = NULL WHERE lid = ?1 AND push_enabled = 1",
+                params![lid, now],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn set_credentials(&self, lid: &str, id: &str, sealed: Option<&str>) -> Result<()> {
+        let (lid, id, sealed) = (lid.to_string(), id.to_string(), sealed.map(str::to_string));
+        self.call(move |c| {
+            c.execute(
+                "UPDATE instances SET credentials = ?3 WHERE lid = ?1 AND id = ?2",
+                params![lid, id, sealed],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>> {
+        let jti = jti.to_string();
+        self.call(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE jti = ?1"),
+                [jti],
+                token_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn count_push_backoff(&self) -> Result<i64> {
+        self.call(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM instances WHERE push_attempts > 0",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn revoked_licenses(&self) -> Result<Vec<String>> {
+        self.call(|c| {
+            let mut st =
+                c.prepare("SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid")?;
+            let rows = st
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -213,6 +213,29 @@ pub struct Instance {
     #[serde(with = "rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub usage_reported_at: Option<i64>,
+    /// When its newest token expires.
+    #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub token_expires_at: Option<i64>,
+    /// Whether push credentials are stored (they are never shown).
+    pub has_credentials: bool,
+    /// When the next push (or retry) is due.
+    #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub push_next_at: Option<i64>,
+    /// Failed deliveries since the last success.
+    pub push_attempts: i64,
+    pub push_last_error: Option<String>,
+    #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub push_last_ok_at: Option<i64>,
+    /// Pushes are failing and its token expires within `tok_exp_warn_days`.
+    pub push_at_risk: bool,
+    /// The license was revoked and the removal is still to be delivered.
+    pub removal_pending: bool,
+    /// A pushed token not yet confirmed delivered (redelivered, not reissued).
+    #[serde(skip)]
+    pub push_pending_jti: Option<String>,
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
