@@ -1,0 +1,632 @@
+//! [`LicenseManager`]: holds the current token, verifies it offline, keeps it
+//! in a [`TokenStore`], guards against a clock set back, and publishes its
+//! state on a watch channel. Renewal lives in [`crate::renewal`], key
+//! refresh in [`crate::jwks`].
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use charter_token::rules::{self, InstanceUrl, subject_matches};
+use charter_token::{Claims, KeySet, VerifyError, check_times};
+use tokio::sync::{Mutex, Notify, watch};
+
+use crate::hooks::{LimitViolation, NoUsage, UsageSource};
+use crate::state::{
+    Clock, RenewalState, Source, StateInfo, SystemClock, TokenStatus, Warning, expiry_warnings,
+};
+use crate::store::{StoreError, TokenStore};
+
+/// A clock reading this far behind the latest time seen counts as set back
+/// (tolerates small skew between the issuer's `iat` and the local clock).
+pub const ROLLBACK_TOLERANCE_SECS: i64 = 300;
+
+/// How the manager is set up. [`ManagerConfig::new`] gives the defaults.
+pub struct ManagerConfig {
+    /// This instance's root URL, matched against each token's `sub`.
+    pub root_url: InstanceUrl,
+    /// The vendor's public keys, pinned at start; never removed by a refresh.
+    pub keys: KeySet,
+    pub store: Arc<dyn TokenStore>,
+    /// The issuer's base URL (renewal, JWKS); `None` disables both.
+    pub issuer: Option<String>,
+    /// Where to refresh keys from; default `<issuer>/.well-known/jwks.json`.
+    pub jwks_url: Option<String>,
+    /// At most one JWKS fetch per this interval (unknown `kid`s are attacker-chosen).
+    pub jwks_min_interval: Duration,
+    /// The license the host ships with (Consul's DELETE falls back to it).
+    pub builtin_license: Option<String>,
+    /// The host's usage, sent with each renewal and checked by Redis' PUT.
+    pub usage: Arc<dyn UsageSource>,
+    pub clock: Arc<dyn Clock>,
+    pub renewal: RenewalConfig,
+}
+
+/// Timing of the background task and of calls to the issuer.
+#[derive(Debug, Clone)]
+pub struct RenewalConfig {
+    /// First retry delay after a failed renewal; doubles per failure.
+    pub backoff_base: Duration,
+    /// Largest retry delay.
+    pub backoff_max: Duration,
+    /// How often the background task re-checks the token (expiry, warnings),
+    /// and the least time between two successful renewals.
+    pub check_interval: Duration,
+    /// Timeout of each call to the issuer.
+    pub request_timeout: Duration,
+}
+
+impl Default for RenewalConfig {
+    fn default() -> Self {
+        RenewalConfig {
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(3600),
+            check_interval: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ManagerConfig {
+    pub fn new(root_url: InstanceUrl, keys: KeySet, store: Arc<dyn TokenStore>) -> Self {
+        ManagerConfig {
+            root_url,
+            keys,
+            store,
+            issuer: None,
+            jwks_url: None,
+            jwks_min_interval: Duration::from_secs(300),
+            builtin_license: None,
+            usage: Arc::new(NoUsage),
+            clock: Arc::new(SystemClock),
+            renewal: RenewalConfig::default(),
+        }
+    }
+}
+
+/// Why a token was not installed. The stored license is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("license refused: {0}")]
+    Refused(VerifyError),
+    #[error("license is for {sub}, not for this instance ({root})")]
+    WrongInstance { sub: String, root: String },
+    #[error("license limits are below current usage: {}", join(.0))]
+    LimitExceeded(Vec<LimitViolation>),
+    #[error("no built-in license is configured")]
+    NoBuiltin,
+    #[error("license store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn join(v: &[LimitViolation]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why a removal was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error("{given:?} is not this instance ({root})")]
+    WrongInstance { given: String, root: String },
+    #[error("license store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What is known about the held token.
+#[derive(Debug, Clone)]
+pub(crate) enum Check {
+    NotLoaded,
+    NotFound,
+    /// Rejected for good (malformed, bad signature...).
+    Invalid(String),
+    /// Its key is unknown and the JWKS did not supply it (yet).
+    Unverified(String),
+    /// The signature checks; times and subject are judged when asked.
+    Verified(Box<Claims>),
+}
+
+pub(crate) struct Held {
+    pub(crate) token: Option<String>,
+    pub(crate) check: Check,
+    pub(crate) source: Option<Source>,
+    pub(crate) renewal: RenewalState,
+}
+
+pub(crate) struct Inner {
+    pub(crate) root_url: InstanceUrl,
+    pub(crate) pinned: KeySet,
+    pub(crate) keys: RwLock<Arc<KeySet>>,
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) jwks_url: Option<String>,
+    pub(crate) jwks_min_interval: Duration,
+    pub(crate) jwks_last_fetch: Mutex<Option<Instant>>,
+    pub(crate) builtin: Option<String>,
+    pub(crate) usage: Arc<dyn UsageSource>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) renewal_cfg: RenewalConfig,
+    pub(crate) held: RwLock<Held>,
+    pub(crate) latest_seen: AtomicI64,
+    pub(crate) persisted_seen: AtomicI64,
+    /// Serialises changes of the held token (install, remove, renew).
+    pub(crate) write: Mutex<()>,
+    pub(crate) renewing: Mutex<()>,
+    pub(crate) tx: watch::Sender<StateInfo>,
+    pub(crate) wake: Notify,
+    pub(crate) http: reqwest::Client,
+}
+
+/// The instance side of Charter: cheap to clone, share it with every router.
+#[derive(Clone)]
+pub struct LicenseManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LicenseManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LicenseManager")
+            .field("root_url", &self.inner.root_url)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl LicenseManager {
+    /// A manager in state `NotLoaded`; call [`LicenseManager::load`] next
+    /// (or use [`LicenseManager::start`]).
+    pub fn new(cfg: ManagerConfig) -> Self {
+        let jwks_url = cfg.jwks_url.or_else(|| {
+            cfg.issuer
+                .as_ref()
+                .map(|i| format!("{}/.well-known/jwks.json", i.trim_end_matches('/')))
+        });
+        let http = reqwest::Client::builder()
+            .timeout(cfg.renewal.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("charter-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        let now = cfg.clock.now();
+        let initial = StateInfo {
+            status: TokenStatus::NotLoaded,
+            valid: false,
+            claims: None,
+            source: None,
+            reason: None,
+            warnings: Vec::new(),
+            renewal: RenewalState::default(),
+        };
+        let (tx, _) = watch::channel(initial);
+        LicenseManager {
+            inner: Arc::new(Inner {
+                root_url: cfg.root_url,
+                keys: RwLock::new(Arc::new(cfg.keys.clone())),
+                pinned: cfg.keys,
+                store: cfg.store,
+                issuer: cfg.issuer,
+                jwks_url,
+                jwks_min_interval: cfg.jwks_min_interval,
+                jwks_last_fetch: Mutex::new(None),
+                builtin: cfg.builtin_license,
+                usage: cfg.usage,
+                clock: cfg.clock,
+                renewal_cfg: cfg.renewal,
+                held: RwLock::new(Held {
+                    token: None,
+                    check: Check::NotLoaded,
+                    source: None,
+                    renewal: RenewalState::default(),
+                }),
+                latest_seen: AtomicI64::new(now),
+                persisted_seen: AtomicI64::new(i64::MIN),
+                write: Mutex::new(()),
+                renewing: Mutex::new(()),
+                tx,
+                wake: Notify::new(),
+                http,
+            }),
+        }
+    }
+
+    /// [`LicenseManager::new`] then [`LicenseManager::load`].
+    pub async fn start(cfg: ManagerConfig) -> Result<Self, StoreError> {
+        let manager = Self::new(cfg);
+        manager.load().await?;
+        Ok(manager)
+    }
+
+    /// Reads the store: the token (or the built-in license when none is
+    /// stored) and the latest time seen, then verifies.
+    pub async fn load(&self) -> Result<StateInfo, StoreError> {
+        let _w = self.inner.write.lock().await;
+        let (token, seen) = self
+            .blocking(|s| Ok((s.load()?, s.load_latest_seen()?)))
+            .await?;
+        if let Some(seen) = seen {
+            self.inner.latest_seen.fetch_max(seen, Ordering::SeqCst);
+            self.inner.persisted_seen.store(seen, Ordering::SeqCst);
+        }
+        let (token, source) = match (token, &self.inner.builtin) {
+            (Some(t), _) => (Some(t), Some(Source::Stored)),
+            (None, Some(b)) => (Some(b.trim().to_string()), Some(Source::BuiltIn)),
+            (None, None) => (None, None),
+        };
+        let check = match &token {
+            None => Check::NotFound,
+            Some(t) => self.check_token(t).await,
+        };
+        if let Check::Verified(c) = &check {
+            self.inner.latest_seen.fetch_max(c.iat, Ordering::SeqCst);
+        }
+        self.set_held(|h| {
+            h.token = token;
+            h.check = check;
+            h.source = source;
+            h.renewal = RenewalState::default();
+        });
+        Ok(self.publish())
+    }
+
+    /// Verifies `token` (signature, times, subject) without installing it.
+    pub async fn check_candidate(&self, token: &str) -> Result<Claims, InstallError> {
+        let claims = self
+            .verify_signature(token.trim())
+            .await
+            .map_err(InstallError::Refused)?;
+        let claims = check_times(claims, self.effective_now()).map_err(InstallError::Refused)?;
+        if !subject_matches(&claims.sub, &self.inner.root_url) {
+            return Err(InstallError::WrongInstance {
+                sub: claims.sub,
+                root: self.inner.root_url.to_string(),
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Verifies and installs a token: refused when tampered, expired, not
+    /// yet valid, for another instance or signed by an unknown key, and then
+    /// nothing changes.
+    pub async fn install(&self, token: &str) -> Result<StateInfo, InstallError> {
+        self.install_with(token, Source::Installed, |_| Ok(()))
+            .await
+    }
+
+    /// [`LicenseManager::install`] with an extra check by the caller (Redis
+    /// compares limits with usage) between verification and storing.
+    pub async fn install_with(
+        &self,
+        token: &str,
+        source: Source,
+        extra: impl FnOnce(&Claims) -> Result<(), InstallError>,
+    ) -> Result<StateInfo, InstallError> {
+        let token = token.trim();
+        let claims = self.check_candidate(token).await?;
+        extra(&claims)?;
+        let _w = self.inner.write.lock().await;
+        let owned = token.to_string();
+        self.blocking(move |s| s.save(&owned)).await?;
+        self.inner
+            .latest_seen
+            .fetch_max(claims.iat, Ordering::SeqCst);
+        self.set_held(|h| {
+            h.token = Some(token.to_string());
+            h.check = Check::Verified(Box::new(claims));
+            h.source = Some(source);
+            h.renewal.last_error = None;
+            h.renewal.failures = 0;
+            h.renewal.next_attempt_at = None;
+        });
+        self.persist_seen().await;
+        self.inner.wake.notify_one();
+        Ok(self.publish())
+    }
+
+    /// Removes the stored token (Grafana's DELETE). `instance` must name this
+    /// instance; no error when nothing was stored.
+    pub async fn remove(&self, instance: &str) -> Result<StateInfo, RemoveError> {
+        let wrong = || RemoveError::WrongInstance {
+            given: instance.chars().take(200).collect(),
+            root: self.inner.root_url.to_string(),
+        };
+        let given = InstanceUrl::parse(instance).map_err(|_| wrong())?;
+        if given != self.inner.root_url {
+            return Err(wrong());
+        }
+        let _w = self.inner.write.lock().await;
+        self.blocking(|s| s.clear()).await?;
+        self.set_held(|h| {
+            h.token = None;
+            h.check = Check::NotFound;
+            h.source = None;
+            h.renewal = RenewalState::default();
+        });
+        Ok(self.publish())
+    }
+
+    /// Goes back to the built-in license (Consul's DELETE): fails, changing
+    /// nothing, when there is none or it is not valid.
+    pub async fn revert_to_builtin(&self) -> Result<StateInfo, InstallError> {
+        let builtin = self.inner.builtin.clone().ok_or(InstallError::NoBuiltin)?;
+        let claims = self.check_candidate(&builtin).await?;
+        let _w = self.inner.write.lock().await;
+        self.blocking(|s| s.clear()).await?;
+        self.set_held(|h| {
+            h.token = Some(builtin.trim().to_string());
+            h.check = Check::Verified(Box::new(claims));
+            h.source = Some(Source::BuiltIn);
+            h.renewal = RenewalState::default();
+        });
+        self.inner.wake.notify_one();
+        Ok(self.publish())
+    }
+
+    /// Whether the license is in force now.
+    pub fn is_valid(&self) -> bool {
+        self.status() == TokenStatus::Valid
+    }
+
+    /// The token status now.
+    pub fn status(&self) -> TokenStatus {
+        let now = self.effective_now();
+        let held = self.held();
+        judge(&held.check, now, &self.inner.root_url).0
+    }
+
+    /// Token expiry (`exp`) of a verified token.
+    pub fn expiry(&self) -> Option<i64> {
+        match &self.held().check {
+            Check::Verified(c) => Some(c.exp),
+            _ => None,
+        }
+    }
+
+    /// The claims of a token in force, `None` otherwise.
+    pub fn valid_claims(&self) -> Option<Claims> {
+        let now = self.effective_now();
+        let held = self.held();
+        match judge(&held.check, now, &self.inner.root_url) {
+            (TokenStatus::Valid, _) => match &held.check {
+                Check::Verified(c) => Some((**c).clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether a valid license enables `name`.
+    pub fn feature_enabled(&self, name: &str) -> bool {
+        self.valid_claims().is_some_and(|c| c.has_feature(name))
+    }
+
+    /// The features of a valid license (none when it is not valid).
+    pub fn enabled_features(&self) -> Vec<String> {
+        self.valid_claims().map(|c| c.features).unwrap_or_default()
+    }
+
+    /// A limit of a valid license by claim name (`included_users`, `shards_limit`...).
+    pub fn limit(&self, name: &str) -> Option<i64> {
+        self.valid_claims().and_then(|c| c.limit(name))
+    }
+
+    /// The current warnings (expiry windows, clock rollback, failed renewal).
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.state_info().warnings
+    }
+
+    /// The held token, whatever its state.
+    pub fn token(&self) -> Option<String> {
+        self.held().token.clone()
+    }
+
+    /// This instance's root URL.
+    pub fn root_url(&self) -> &InstanceUrl {
+        &self.inner.root_url
+    }
+
+    /// The host of this instance's root URL (Redis' `cluster_name`).
+    pub fn root_url_host(&self) -> String {
+        let s = self.inner.root_url.as_str();
+        let rest = s.split_once("://").map_or(s, |(_, r)| r);
+        rest.split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// What the host reports it uses.
+    pub fn usage(&self) -> charter_token::Usage {
+        self.inner.usage.usage()
+    }
+
+    /// A full snapshot, judged now.
+    pub fn state_info(&self) -> StateInfo {
+        let now = self.inner.clock.now();
+        let seen = self.inner.latest_seen.fetch_max(now, Ordering::SeqCst);
+        let effective = now.max(seen);
+        let held = self.held();
+        let (status, reason) = judge(&held.check, effective, &self.inner.root_url);
+        let claims = match &held.check {
+            Check::Verified(c) => Some((**c).clone()),
+            _ => None,
+        };
+        let mut warnings = Vec::new();
+        if now + ROLLBACK_TOLERANCE_SECS < seen {
+            warnings.push(Warning::ClockRollback {
+                now,
+                latest_seen: seen,
+            });
+        }
+        if let (Some(c), TokenStatus::Valid) = (&claims, status) {
+            warnings.extend(expiry_warnings(c, effective));
+        }
+        if let Some(e) = &held.renewal.last_error {
+            warnings.push(Warning::RenewalFailed {
+                message: e.message.clone(),
+            });
+        }
+        let mut renewal = held.renewal.clone();
+        renewal.due_at = match (&claims, &self.inner.issuer, status) {
+            (_, None, _) | (_, _, TokenStatus::InvalidSubject) | (None, _, _) => None,
+            (Some(c), Some(_), _) => Some(rules::renewal_due_at(c)),
+        };
+        StateInfo {
+            status,
+            valid: status == TokenStatus::Valid,
+            claims,
+            source: held.source,
+            reason,
+            warnings,
+            renewal,
+        }
+    }
+
+    /// State changes: a new value on every change of status, token, warnings
+    /// or renewal state.
+    pub fn subscribe(&self) -> watch::Receiver<StateInfo> {
+        self.inner.tx.subscribe()
+    }
+
+    /// Now, never earlier than the latest time seen (clock rollback guard).
+    pub fn effective_now(&self) -> i64 {
+        let now = self.inner.clock.now();
+        now.max(self.inner.latest_seen.fetch_max(now, Ordering::SeqCst))
+    }
+
+    /// Re-judges the token, retries an unverified one, persists the latest
+    /// time seen and publishes. The background task calls it periodically.
+    pub async fn tick(&self) -> StateInfo {
+        let pending = match &self.held().check {
+            Check::Unverified(_) => self.held().token.clone(),
+            _ => None,
+        };
+        if let Some(token) = pending {
+            let check = self.check_token(&token).await;
+            let _w = self.inner.write.lock().await;
+            self.set_held(|h| {
+                if h.token.as_deref() == Some(token.as_str()) {
+                    h.check = check;
+                }
+            });
+        }
+        self.persist_seen().await;
+        self.publish()
+    }
+
+    /// Publishes the current snapshot if it changed, and returns it.
+    pub(crate) fn publish(&self) -> StateInfo {
+        let info = self.state_info();
+        self.inner.tx.send_if_modified(|cur| {
+            if *cur == info {
+                false
+            } else {
+                *cur = info.clone();
+                true
+            }
+        });
+        info
+    }
+
+    async fn check_token(&self, token: &str) -> Check {
+        match self.verify_signature(token).await {
+            Ok(claims) => Check::Verified(Box::new(claims)),
+            Err(e @ VerifyError::UnknownKey(_)) => Check::Unverified(e.to_string()),
+            Err(e) => Check::Invalid(e.to_string()),
+        }
+    }
+
+    /// The signature check, refreshing the keys once when the `kid` is unknown.
+    pub(crate) async fn verify_signature(&self, token: &str) -> Result<Claims, VerifyError> {
+        let keys = self.keys();
+        match keys.verify_signature(token) {
+            Err(VerifyError::UnknownKey(kid)) => {
+                if self.refresh_keys().await {
+                    self.keys().verify_signature(token)
+                } else {
+                    Err(VerifyError::UnknownKey(kid))
+                }
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) fn keys(&self) -> Arc<KeySet> {
+        match self.inner.keys.read() {
+            Ok(k) => k.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn held(&self) -> RwLockReadGuard<'_, Held> {
+        self.inner
+            .held
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_held(&self, f: impl FnOnce(&mut Held)) {
+        let mut guard: RwLockWriteGuard<'_, Held> = self
+            .inner
+            .held
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard);
+    }
+
+    /// Runs a store call on a blocking thread.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn TokenStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+
+    async fn persist_seen(&self) {
+        let seen = self.inner.latest_seen.load(Ordering::SeqCst);
+        let persisted = self.inner.persisted_seen.load(Ordering::SeqCst);
+        if seen <= persisted.saturating_add(60) && persisted != i64::MIN {
+            return;
+        }
+        match self.blocking(move |s| s.save_latest_seen(seen)).await {
+            Ok(()) => {
+                self.inner.persisted_seen.fetch_max(seen, Ordering::SeqCst);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record the latest time seen"),
+        }
+    }
+}
+
+/// The status of what is held, judged at `now`, with the reason when not valid.
+fn judge(check: &Check, now: i64, root: &InstanceUrl) -> (TokenStatus, Option<String>) {
+    match check {
+        Check::NotLoaded => (TokenStatus::NotLoaded, Some("not loaded yet".into())),
+        Check::NotFound => (TokenStatus::NotFound, Some("no license installed".into())),
+        Check::Invalid(why) => (TokenStatus::Invalid, Some(why.clone())),
+        Check::Unverified(why) => (TokenStatus::Loaded, Some(why.clone())),
+        Check::Verified(c) => {
+            if !subject_matches(&c.sub, root) {
+                (
+                    TokenStatus::InvalidSubject,
+                    Some(format!("license is for {}, not {root}", c.sub)),
+                )
+            } else if now < c.nbf {
+                (
+                    TokenStatus::Loaded,
+                    Some(format!("not valid before {}", crate::fmt_time(c.nbf))),
+                )
+            } else if !rules::is_valid_at(c, now) {
+                (
+                    TokenStatus::Expired,
+                    Some(format!("expired at {}", crate::fmt_time(c.exp))),
+                )
+            } else {
+                (TokenStatus::Valid, None)
+            }
+        }
+    }
+}
