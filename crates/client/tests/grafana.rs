@@ -16,18 +16,38 @@ const TOKEN: &str = "/api/licensing/token";
 #[tokio::test]
 async fn check_answers_true_with_a_valid_license_and_false_without() {
     let with = setup(Some(valid_token())).await;
-    let (status, body) = send(&with.router(Dialect::Grafana), Method::GET, CHECK, admin(), "").await;
+    let (status, body) = send(
+        &with.router(Dialect::Grafana),
+        Method::GET,
+        CHECK,
+        admin(),
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!(true));
 
     let without = setup(None).await;
-    let (status, body) =
-        send(&without.router(Dialect::Grafana), Method::GET, CHECK, admin(), "").await;
+    let (status, body) = send(
+        &without.router(Dialect::Grafana),
+        Method::GET,
+        CHECK,
+        admin(),
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!(false));
 
     let expired = setup(Some(expired_token())).await;
-    let (_, body) = send(&expired.router(Dialect::Grafana), Method::GET, CHECK, admin(), "").await;
+    let (_, body) = send(
+        &expired.router(Dialect::Grafana),
+        Method::GET,
+        CHECK,
+        admin(),
+        "",
+    )
+    .await;
     assert_eq!(body, json!(false));
 }
 
@@ -38,14 +58,26 @@ async fn every_endpoint_needs_the_admin_credentials() {
     let wrong = basic("admin", "wrong");
     let requests = [
         (Method::GET, CHECK, String::new()),
-        (Method::POST, TOKEN, json!({"token": valid_token()}).to_string()),
+        (
+            Method::POST,
+            TOKEN,
+            json!({"token": valid_token()}).to_string(),
+        ),
         (Method::POST, "/api/licensing/token/renew", "{}".into()),
         (Method::DELETE, TOKEN, json!({"instance": ROOT}).to_string()),
     ];
     for (method, uri, body) in requests {
-        for auth in [None, Some(wrong.as_str()), Some("Bearer eyJrIjoiT0tTcG1pUlY2")] {
+        for auth in [
+            None,
+            Some(wrong.as_str()),
+            Some("Bearer eyJrIjoiT0tTcG1pUlY2"),
+        ] {
             let (status, resp) = send(&r, method.clone(), uri, auth, body.clone()).await;
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {auth:?}");
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} with {auth:?}"
+            );
             assert!(resp["message"].is_string(), "{resp}");
         }
     }
@@ -136,7 +168,14 @@ async fn add_license_refuses_bad_tokens_with_400_and_keeps_the_stored_one() {
 async fn oversized_bodies_are_refused_with_413() {
     let s = setup(Some(valid_token())).await;
     let huge = json!({ "token": "a".repeat(200_000) }).to_string();
-    let (status, _) = send(&s.router(Dialect::Grafana), Method::POST, TOKEN, admin(), huge).await;
+    let (status, _) = send(
+        &s.router(Dialect::Grafana),
+        Method::POST,
+        TOKEN,
+        admin(),
+        huge,
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(s.stored(), Some(valid_token()));
 }

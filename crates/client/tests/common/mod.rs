@@ -91,9 +91,12 @@ pub fn valid_token() -> String {
 pub fn tampered_token() -> String {
     let token = valid_token();
     let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-    let mut payload: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).expect("payload is base64"))
-            .expect("payload is JSON");
+    let mut payload: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(&parts[1])
+            .expect("payload is base64"),
+    )
+    .expect("payload is JSON");
     payload["included_users"] = Value::from(100_000);
     parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).expect("serialises"));
     parts.join(".")
