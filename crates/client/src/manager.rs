@@ -587,7 +587,7 @@ impl LicenseManager {
     }
 
     async fn persist_seen(&self) {
-        let seen = self.inner.latest_seen.load(Ordering::SeqCst);
+        let seen = self.effective_now();
         let persisted = self.inner.persisted_seen.load(Ordering::SeqCst);
         if seen <= persisted.saturating_add(60) && persisted != i64::MIN {
             return;
