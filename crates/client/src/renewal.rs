@@ -71,7 +71,11 @@ impl LicenseManager {
                 });
             }
         });
-        if let Err(e) = &result {
+        if let Some(e) = result
+            .as_ref()
+            .err()
+            .filter(|e| !matches!(e, RenewError::NoToken | RenewError::NoIssuer))
+        {
             tracing::warn!(error = %e, "license renewal failed; keeping the current token");
         }
         let info = self.publish();

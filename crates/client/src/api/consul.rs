@@ -121,7 +121,7 @@ async fn get_license(
 }
 
 /// The body is the raw license blob (the token).
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 async fn put_license(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -146,7 +146,7 @@ async fn put_license(
 
 /// Goes back to the built-in license; 409 when there is none or it is not
 /// valid (the license held is unchanged).
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 async fn reset_license(
     State(state): State<ApiState>,
     headers: HeaderMap,

@@ -41,7 +41,7 @@ struct AddToken {
 }
 
 /// Installs `{"token"}`; answers its claims with `status`.
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 async fn add_token(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -57,7 +57,7 @@ async fn add_token(
 }
 
 /// Asks the issuer for a new token now; answers its claims.
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 async fn renew(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -72,7 +72,7 @@ async fn renew(
 }
 
 /// Removes the stored license; `instance` must name this instance.
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 async fn remove_token(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -92,7 +92,7 @@ async fn remove_token(
     }
 }
 
-/// The claims as Grafana writes them, with `status` first; zero values when
+/// The claims as Grafana writes them, with `status`; zero values when
 /// no verified token is held (as the seed's example).
 pub fn claims_with_status(info: &StateInfo) -> Value {
     let claims = info.claims.clone().unwrap_or_default();

@@ -94,7 +94,7 @@ struct PutLicense {
 
 /// Validates and installs `{"license"}`: 400 for bad JSON or a license that
 /// does not verify, 406 when its limits are below what is in use.
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 async fn put_license(
     State(state): State<ApiState>,
     headers: HeaderMap,
