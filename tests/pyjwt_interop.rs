@@ -78,38 +78,20 @@ fn pyjwt_and_charter_accept_each_others_tokens() {
         "PyJWT check failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("pyjwt verified RS256 token lid=lic-interop"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("pyjwt verified EdDSA token lid=lic-interop"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("pyjwt verified RS256 token lid=lic-interop"), "{stdout}");
+    assert!(stdout.contains("pyjwt verified EdDSA token lid=lic-interop"), "{stdout}");
 
     let mut algs = Vec::new();
     for entry in std::fs::read_dir(&out_dir).expect("read pyjwt dir") {
         let path = entry.expect("entry").path();
         let line = charter(
-            &[
-                "token",
-                "verify",
-                path.to_str().expect("path"),
-                "--keys",
-                "keys",
-            ],
+            &["token", "verify", path.to_str().expect("path"), "--keys", "keys"],
             dir,
         );
         assert!(line.starts_with("valid: lid=pyjwt-"), "{line}");
         algs.push(line);
     }
-    assert!(
-        algs.iter().any(|l| l.contains("lid=pyjwt-RS256")),
-        "{algs:?}"
-    );
-    assert!(
-        algs.iter().any(|l| l.contains("lid=pyjwt-EdDSA")),
-        "{algs:?}"
-    );
+    assert!(algs.iter().any(|l| l.contains("lid=pyjwt-RS256")), "{algs:?}");
+    assert!(algs.iter().any(|l| l.contains("lid=pyjwt-EdDSA")), "{algs:?}");
     assert_eq!(algs.len(), 3, "one RSA key and two Ed25519 keys: {algs:?}");
 }

@@ -73,9 +73,7 @@ impl KeySet {
             return Err(VerifyError::Malformed("unsupported crit header".into()));
         }
         if !body_ok {
-            return Err(VerifyError::Malformed(
-                "payload or signature is not base64url".into(),
-            ));
+            return Err(VerifyError::Malformed("payload or signature is not base64url".into()));
         }
         let kid = header.kid.ok_or(VerifyError::MissingKid)?;
         let key = self
@@ -130,9 +128,7 @@ fn parse_header(token: &str) -> Result<(RawHeader, bool), VerifyError> {
         ));
     };
     let (Some(p), Some(s)) = (token.split('.').nth(1), token.split('.').nth(2)) else {
-        return Err(VerifyError::Malformed(
-            "expected three dot-separated parts".into(),
-        ));
+        return Err(VerifyError::Malformed("expected three dot-separated parts".into()));
     };
     let body_ok = is_b64url(p) && is_b64url(s) && !s.is_empty();
     let bytes = URL_SAFE_NO_PAD
@@ -145,9 +141,7 @@ fn parse_header(token: &str) -> Result<(RawHeader, bool), VerifyError> {
 
 /// Unpadded base64url: only its alphabet, and no length that cannot encode whole bytes.
 fn is_b64url(s: &str) -> bool {
-    s.len() % 4 != 1
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.len() % 4 != 1 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Reads header and claims without verifying anything (`charter token inspect`).

@@ -76,42 +76,14 @@ fn payload(c: &Claims) -> String {
 #[test]
 fn claims_serialise_with_exactly_the_design_names() {
     let value = serde_json::to_value(Claims::default()).unwrap();
-    let mut names: Vec<&str> = value
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut names: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
     names.sort_unstable();
     let mut expected = vec![
-        "jti",
-        "iss",
-        "sub",
-        "iat",
-        "nbf",
-        "exp",
-        "lexp",
-        "lid",
-        "limit_by",
-        "included_users",
-        "included_admins",
-        "included_viewers",
-        "lic_exp_warn_days",
-        "tok_exp_warn_days",
-        "update_days",
-        "prod",
-        "company",
-        "account",
-        "slug",
-        "usage_billing",
-        "trial",
-        "trial_exp",
-        "max_concurrent_user_sessions",
-        "details_url",
-        "anonymousRatio",
-        "features",
-        "limits",
-        "flags",
+        "jti", "iss", "sub", "iat", "nbf", "exp", "lexp", "lid", "limit_by", "included_users",
+        "included_admins", "included_viewers", "lic_exp_warn_days", "tok_exp_warn_days",
+        "update_days", "prod", "company", "account", "slug", "usage_billing", "trial",
+        "trial_exp", "max_concurrent_user_sessions", "details_url", "anonymousRatio", "features",
+        "limits", "flags",
     ];
     expected.sort_unstable();
     assert_eq!(names, expected);
@@ -156,10 +128,7 @@ fn rejects_hs256_signed_with_the_public_key_as_secret() {
     let public_pem = serde_json::to_vec(key.public().jwk()).unwrap();
     let header = b64(format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#, key.kid()).as_bytes());
     let msg = format!("{header}.{}", payload(&claims()));
-    let tag = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, &public_pem),
-        msg.as_bytes(),
-    );
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &public_pem), msg.as_bytes());
     let token = format!("{msg}.{}", b64(tag.as_ref()));
     assert_eq!(
         keyset().verify(&token, NOW),
@@ -188,14 +157,10 @@ fn rejects_a_kid_whose_key_did_not_sign() {
     let other = SigningKey::from_pem(other_rsa_pem()).unwrap();
     let token = rsa().sign(&claims()).unwrap();
     // Swap the header for one naming the other RSA key.
-    let header =
-        b64(format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{}"}}"#, other.kid()).as_bytes());
+    let header = b64(format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{}"}}"#, other.kid()).as_bytes());
     let rest = token.split_once('.').unwrap().1;
     let forged = format!("{header}.{rest}");
-    assert_eq!(
-        keyset().verify(&forged, NOW),
-        Err(VerifyError::BadSignature)
-    );
+    assert_eq!(keyset().verify(&forged, NOW), Err(VerifyError::BadSignature));
 }
 
 #[test]
@@ -207,10 +172,7 @@ fn rejects_an_algorithm_other_than_the_kids() {
     let forged = format!("{header}.{rest}");
     assert!(matches!(
         keyset().verify(&forged, NOW),
-        Err(VerifyError::AlgorithmMismatch {
-            expected: KeyAlg::Rs256,
-            ..
-        })
+        Err(VerifyError::AlgorithmMismatch { expected: KeyAlg::Rs256, .. })
     ));
 }
 
@@ -221,10 +183,7 @@ fn rejects_a_changed_payload() {
     let mut changed = claims();
     changed.included_users = 10_000;
     let forged = format!("{}.{}.{}", parts[0], payload(&changed), parts[2]);
-    assert_eq!(
-        keyset().verify(&forged, NOW),
-        Err(VerifyError::BadSignature)
-    );
+    assert_eq!(keyset().verify(&forged, NOW), Err(VerifyError::BadSignature));
 }
 
 #[test]
@@ -273,10 +232,7 @@ fn expired_tokens_report_their_claims_for_the_grace_window() {
     c.exp = NOW - 1;
     let token = rsa().sign(&c).unwrap();
     let set = keyset();
-    assert_eq!(
-        set.verify(&token, NOW),
-        Err(VerifyError::Expired(Box::new(c.clone())))
-    );
+    assert_eq!(set.verify(&token, NOW), Err(VerifyError::Expired(Box::new(c.clone()))));
     // The signature alone is fine, and the time check is separate.
     let checked = set.verify_signature(&token).unwrap();
     assert_eq!(check_times(checked.clone(), NOW - 10), Ok(checked));
@@ -302,10 +258,7 @@ fn time_rules() {
 fn instance_urls_and_subject_globs() {
     let u = InstanceUrl::parse("HTTPS://Grafana.Example.com").unwrap();
     assert_eq!(u.as_str(), "https://grafana.example.com/");
-    assert_eq!(
-        InstanceUrl::parse("http://h:80/g").unwrap().as_str(),
-        "http://h/g/"
-    );
+    assert_eq!(InstanceUrl::parse("http://h:80/g").unwrap().as_str(), "http://h/g/");
     assert!(InstanceUrl::parse("ftp://h/").is_err());
     assert!(InstanceUrl::parse("javascript:alert(1)").is_err());
     assert!(InstanceUrl::parse("https://user:pw@h/").is_err());
