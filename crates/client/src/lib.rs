@@ -90,6 +90,7 @@
 //! [`api::MAX_BODY_BYTES`].
 
 pub mod api;
+pub mod config;
 pub mod hooks;
 pub mod jwks;
 pub mod manager;

@@ -11,78 +11,14 @@ use charter_token::rules::{self, InstanceUrl, subject_matches};
 use charter_token::{Claims, KeySet, VerifyError, check_times};
 use tokio::sync::{Mutex, Notify, watch};
 
-use crate::hooks::{LimitViolation, NoUsage, UsageSource};
-use crate::state::{
-    Clock, RenewalState, Source, StateInfo, SystemClock, TokenStatus, Warning, expiry_warnings,
-};
+pub use crate::config::{ManagerConfig, RenewalConfig};
+use crate::hooks::{LimitViolation, UsageSource};
+use crate::state::{Clock, RenewalState, Source, StateInfo, TokenStatus, Warning, expiry_warnings};
 use crate::store::{StoreError, TokenStore};
 
 /// A clock reading this far behind the latest time seen counts as set back
 /// (tolerates small skew between the issuer's `iat` and the local clock).
 pub const ROLLBACK_TOLERANCE_SECS: i64 = 300;
-
-/// How the manager is set up. [`ManagerConfig::new`] gives the defaults.
-pub struct ManagerConfig {
-    /// This instance's root URL, matched against each token's `sub`.
-    pub root_url: InstanceUrl,
-    /// The vendor's public keys, pinned at start; never removed by a refresh.
-    pub keys: KeySet,
-    pub store: Arc<dyn TokenStore>,
-    /// The issuer's base URL (renewal, JWKS); `None` disables both.
-    pub issuer: Option<String>,
-    /// Where to refresh keys from; default `<issuer>/.well-known/jwks.json`.
-    pub jwks_url: Option<String>,
-    /// At most one JWKS fetch per this interval (unknown `kid`s are attacker-chosen).
-    pub jwks_min_interval: Duration,
-    /// The license the host ships with (Consul's DELETE falls back to it).
-    pub builtin_license: Option<String>,
-    /// The host's usage, sent with each renewal and checked by Redis' PUT.
-    pub usage: Arc<dyn UsageSource>,
-    pub clock: Arc<dyn Clock>,
-    pub renewal: RenewalConfig,
-}
-
-/// Timing of the background task and of calls to the issuer.
-#[derive(Debug, Clone)]
-pub struct RenewalConfig {
-    /// First retry delay after a failed renewal; doubles per failure.
-    pub backoff_base: Duration,
-    /// Largest retry delay.
-    pub backoff_max: Duration,
-    /// How often the background task re-checks the token (expiry, warnings),
-    /// and the least time between two successful renewals.
-    pub check_interval: Duration,
-    /// Timeout of each call to the issuer.
-    pub request_timeout: Duration,
-}
-
-impl Default for RenewalConfig {
-    fn default() -> Self {
-        RenewalConfig {
-            backoff_base: Duration::from_secs(30),
-            backoff_max: Duration::from_secs(3600),
-            check_interval: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl ManagerConfig {
-    pub fn new(root_url: InstanceUrl, keys: KeySet, store: Arc<dyn TokenStore>) -> Self {
-        ManagerConfig {
-            root_url,
-            keys,
-            store,
-            issuer: None,
-            jwks_url: None,
-            jwks_min_interval: Duration::from_secs(300),
-            builtin_license: None,
-            usage: Arc::new(NoUsage),
-            clock: Arc::new(SystemClock),
-            renewal: RenewalConfig::default(),
-        }
-    }
-}
 
 /// Why a token was not installed. The stored license is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -498,9 +434,12 @@ impl LicenseManager {
     /// Re-judges the token, retries an unverified one, persists the latest
     /// time seen and publishes. The background task calls it periodically.
     pub async fn tick(&self) -> StateInfo {
-        let pending = match &self.held().check {
-            Check::Unverified(_) => self.held().token.clone(),
-            _ => None,
+        let pending = {
+            let held = self.held();
+            match &held.check {
+                Check::Unverified(_) => held.token.clone(),
+                _ => None,
+            }
         };
         if let Some(token) = pending {
             let check = self.check_token(&token).await;
