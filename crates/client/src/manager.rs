@@ -185,14 +185,12 @@ impl LicenseManager {
             self.inner.latest_seen.fetch_max(seen, Ordering::SeqCst);
             self.inner.persisted_seen.store(seen, Ordering::SeqCst);
         }
-        let (token, source) = match (token, &self.inner.builtin) {
-            (Some(t), _) => (Some(t), Some(Source::Stored)),
-            (None, Some(b)) => (Some(b.trim().to_string()), Some(Source::BuiltIn)),
-            (None, None) => (None, None),
-        };
-        let check = match &token {
-            None => Check::NotFound,
-            Some(t) => self.check_token(t).await,
+        let (token, check, source) = match token {
+            Some(t) => {
+                let check = self.check_token(&t).await;
+                (Some(t), check, Some(Source::Stored))
+            }
+            None => self.fallback().await,
         };
         if let Check::Verified(c) = &check {
             self.inner.latest_seen.fetch_max(c.iat, Ordering::SeqCst);
@@ -204,6 +202,18 @@ impl LicenseManager {
             h.renewal = RenewalState::default();
         });
         Ok(self.publish())
+    }
+
+    /// What is held when nothing is stored: the built-in license, if any.
+    async fn fallback(&self) -> (Option<String>, Check, Option<Source>) {
+        match &self.inner.builtin {
+            Some(b) => {
+                let token = b.trim().to_string();
+                let check = self.check_token(&token).await;
+                (Some(token), check, Some(Source::BuiltIn))
+            }
+            None => (None, Check::NotFound, None),
+        }
     }
 
     /// Verifies `token` (signature, times, subject) without installing it.
@@ -260,8 +270,9 @@ impl LicenseManager {
         Ok(self.publish())
     }
 
-    /// Removes the stored token (Grafana's DELETE). `instance` must name this
-    /// instance; no error when nothing was stored.
+    /// Removes the stored token (Grafana's DELETE); the built-in license, if
+    /// any, takes over. `instance` must name this instance; no error when
+    /// nothing was stored.
     pub async fn remove(&self, instance: &str) -> Result<StateInfo, RemoveError> {
         let wrong = || RemoveError::WrongInstance {
             given: instance.chars().take(200).collect(),
@@ -273,10 +284,12 @@ impl LicenseManager {
         }
         let _w = self.inner.write.lock().await;
         self.blocking(|s| s.clear()).await?;
+        // As after a restart with nothing stored.
+        let (token, check, source) = self.fallback().await;
         self.set_held(|h| {
-            h.token = None;
-            h.check = Check::NotFound;
-            h.source = None;
+            h.token = token;
+            h.check = check;
+            h.source = source;
             h.renewal = RenewalState::default();
         });
         Ok(self.publish())
@@ -404,9 +417,13 @@ impl LicenseManager {
             });
         }
         let mut renewal = held.renewal.clone();
-        renewal.due_at = match (&claims, &self.inner.issuer, status) {
-            (_, None, _) | (_, _, TokenStatus::InvalidSubject) | (None, _, _) => None,
-            (Some(c), Some(_), _) => Some(rules::renewal_due_at(c)),
+        renewal.due_at = match (&claims, &self.inner.issuer, status, held.source) {
+            (Some(c), Some(_), s, src)
+                if s != TokenStatus::InvalidSubject && src != Some(Source::BuiltIn) =>
+            {
+                Some(rules::renewal_due_at(c))
+            }
+            _ => None,
         };
         StateInfo {
             status,

@@ -133,11 +133,15 @@ impl LicenseManager {
     }
 
     /// When the held token should be renewed: `iat + update_days`, for a
-    /// verified token naming this instance; `None` when there is nothing to renew.
+    /// verified token naming this instance; `None` when there is nothing to
+    /// renew (no issuer, no such token, or the built-in license, which ships
+    /// with the product).
     pub fn renewal_due_at(&self) -> Option<i64> {
         self.inner.issuer.as_ref()?;
-        match &self.held().check {
-            Check::Verified(c) if subject_matches(&c.sub, self.root_url()) => {
+        let held = self.held();
+        match (&held.check, held.source) {
+            (_, Some(Source::BuiltIn)) => None,
+            (Check::Verified(c), _) if subject_matches(&c.sub, self.root_url()) => {
                 Some(renewal_due_at(c))
             }
             _ => None,

@@ -13,8 +13,8 @@ use axum::routing::get;
 use charter_client::token::keys::generate_pem;
 use charter_client::token::{DAY, InstanceUrl, KeyAlg, Keyring, SigningKey};
 use charter_client::{
-    FileStore, InstallError, LicenseManager, ManagerConfig, ManualClock, TokenStatus, TokenStore,
-    Warning,
+    FileStore, InstallError, LicenseManager, ManagerConfig, ManualClock, Source, TokenStatus,
+    TokenStore, Warning,
 };
 use common::*;
 
@@ -265,4 +265,28 @@ async fn a_token_held_with_an_unknown_key_becomes_valid_once_the_keys_arrive() {
     down.store(false, Ordering::SeqCst);
     m.tick().await;
     assert_eq!(m.status(), TokenStatus::Valid);
+}
+
+#[tokio::test]
+async fn the_builtin_license_serves_when_nothing_is_stored_and_is_never_renewed() {
+    let mut c = claims();
+    c.lid = "builtin".into();
+    let (mut cfg, store, _) = config(Some(valid_token()));
+    cfg.builtin_license = Some(format!("{}\n", sign(&c)));
+    cfg.issuer = Some("http://127.0.0.1:9/".into());
+    let m = LicenseManager::start(cfg).await.expect("starts");
+    assert_eq!(m.state_info().source, Some(Source::Stored));
+    assert!(m.state_info().renewal.due_at.is_some());
+
+    // Grafana's DELETE removes the stored license: the built-in one takes over.
+    let info = m.remove(ROOT).await.expect("removes");
+    assert_eq!(store.load().expect("reads"), None);
+    assert_eq!(info.source, Some(Source::BuiltIn));
+    assert_eq!(info.status, TokenStatus::Valid);
+    assert_eq!(info.claims.map(|c| c.lid), Some("builtin".to_string()));
+    assert_eq!(
+        info.renewal.due_at, None,
+        "the built-in license ships with the product"
+    );
+    assert_eq!(m.renewal_due_at(), None);
 }
