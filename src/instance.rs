@@ -55,11 +55,13 @@ pub struct InstanceArgs {
 }
 
 pub fn run(args: InstanceArgs) -> anyhow::Result<()> {
+    // Same conventions as `charter serve`: CHARTER_LOG filter, logs on stderr.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHARTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
