@@ -31,6 +31,8 @@ pub enum InstallError {
     LimitExceeded(Vec<LimitViolation>),
     #[error("no built-in license is configured")]
     NoBuiltin,
+    #[error("the license changed while renewing; the renewed token was not installed")]
+    Superseded,
     #[error("license store failed: {0}")]
     Store(#[from] StoreError),
 }
@@ -248,10 +250,27 @@ impl LicenseManager {
         source: Source,
         extra: impl FnOnce(&Claims) -> Result<(), InstallError>,
     ) -> Result<StateInfo, InstallError> {
+        self.install_inner(token, source, extra, None).await
+    }
+
+    /// Installs; with `replaces`, only if that token is still the one held
+    /// (a renewal must not overwrite a license installed meanwhile).
+    pub(crate) async fn install_inner(
+        &self,
+        token: &str,
+        source: Source,
+        extra: impl FnOnce(&Claims) -> Result<(), InstallError>,
+        replaces: Option<&str>,
+    ) -> Result<StateInfo, InstallError> {
         let token = token.trim();
         let claims = self.check_candidate(token).await?;
         extra(&claims)?;
         let _w = self.inner.write.lock().await;
+        if let Some(old) = replaces
+            && self.held().token.as_deref() != Some(old)
+        {
+            return Err(InstallError::Superseded);
+        }
         let owned = token.to_string();
         self.blocking(move |s| s.save(&owned)).await?;
         self.inner

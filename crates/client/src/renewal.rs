@@ -123,8 +123,13 @@ impl LicenseManager {
         }
         let answer: TokenResponse = serde_json::from_slice(&bytes)
             .map_err(|e| RenewError::BadAnswer(format!("not a token answer: {e}")))?;
-        self.install_with(&answer.token, Source::Renewed, |_| Ok(()))
+        self.install_inner(&answer.token, Source::Renewed, |_| Ok(()), Some(&token))
             .await
+            .or_else(|e| match e {
+                // A license installed meanwhile wins; nothing to report.
+                InstallError::Superseded => Ok(self.state_info()),
+                other => Err(other),
+            })
             .map_err(|e| match e {
                 InstallError::Store(s) => RenewError::BadAnswer(format!("could not store: {s}")),
                 other => RenewError::BadAnswer(other.to_string()),

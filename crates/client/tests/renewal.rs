@@ -23,6 +23,8 @@ use serde_json::json;
 #[derive(Clone)]
 enum Answer {
     Renew,
+    /// Renews after a pause (to race an install).
+    SlowRenew(u64),
     Refuse(u16, &'static str),
     WrongInstance,
 }
@@ -75,8 +77,11 @@ async fn renew(
             script[0].clone()
         }
     };
+    if let Answer::SlowRenew(ms) = answer {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     match answer {
-        Answer::Renew => {
+        Answer::Renew | Answer::SlowRenew(_) => {
             let claims = renewed_claims(n, issuer.clock.now());
             Ok(Json(TokenResponse {
                 token: sign(&claims),
@@ -337,4 +342,28 @@ async fn backoff_doubles_up_to_the_cap_with_jitter() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_renewal_does_not_overwrite_a_license_installed_meanwhile() {
+    let (url, issuer) = issuer(vec![Answer::SlowRenew(300)]).await;
+    let s = managed(url, &issuer).await;
+    let renewing = tokio::spawn({
+        let m = s.manager.clone();
+        async move { m.renew_now().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = claims();
+    c.jti = "installed-by-hand".into();
+    let by_hand = sign(&c);
+    s.manager.install(&by_hand).await.expect("installs");
+    renewing
+        .await
+        .expect("task ran")
+        .expect("not an error: superseded");
+    assert_eq!(issuer.requests().len(), 1);
+    assert_eq!(s.stored(), Some(by_hand));
+    let info = s.manager.state_info();
+    assert_eq!(info.claims.map(|c| c.jti), Some("installed-by-hand".into()));
+    assert_eq!(info.renewal.last_error, None);
 }

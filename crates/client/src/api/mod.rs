@@ -92,7 +92,13 @@ impl FromStr for Dialect {
 /// The chosen dialects' routes on one router (their paths do not overlap).
 pub fn routers(state: ApiState, dialects: &[Dialect]) -> Router {
     let mut router = Router::new();
+    let mut seen = Vec::new();
     for dialect in dialects {
+        // Merging the same routes twice would panic.
+        if seen.contains(dialect) {
+            continue;
+        }
+        seen.push(*dialect);
         router = router.merge(match dialect {
             Dialect::Grafana => grafana::router(state.clone()),
             Dialect::Consul => consul::router(state.clone()),
