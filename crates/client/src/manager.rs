@@ -20,6 +20,10 @@ use crate::store::{StoreError, TokenStore};
 /// (tolerates small skew between the issuer's `iat` and the local clock).
 pub const ROLLBACK_TOLERANCE_SECS: i64 = 300;
 
+/// How far in the future a new token's `nbf` (= its `iat`) may be: clock
+/// skew between issuer and instance. Less than [`ROLLBACK_TOLERANCE_SECS`].
+pub const NBF_LEEWAY_SECS: i64 = 120;
+
 /// Why a token was not installed. The stored license is unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -224,7 +228,18 @@ impl LicenseManager {
             .verify_signature(token.trim())
             .await
             .map_err(InstallError::Refused)?;
-        let claims = check_times(claims, self.effective_now()).map_err(InstallError::Refused)?;
+        let now = self.effective_now();
+        // A fresh token from an issuer whose clock runs a little ahead is
+        // accepted: its `iat` then raises the latest time seen to its `nbf`.
+        if claims.nbf > now && claims.nbf <= now + NBF_LEEWAY_SECS && claims.iat >= claims.nbf {
+            if now >= claims.exp {
+                return Err(InstallError::Refused(VerifyError::Expired(Box::new(
+                    claims,
+                ))));
+            }
+        } else {
+            check_times(claims.clone(), now).map_err(InstallError::Refused)?;
+        }
         if !subject_matches(&claims.sub, &self.inner.root_url) {
             return Err(InstallError::WrongInstance {
                 sub: claims.sub,

@@ -290,3 +290,27 @@ async fn the_builtin_license_serves_when_nothing_is_stored_and_is_never_renewed(
     );
     assert_eq!(m.renewal_due_at(), None);
 }
+
+#[tokio::test]
+async fn a_token_from_an_issuer_clock_slightly_ahead_is_valid_at_once() {
+    let s = setup(None).await;
+    let mut c = claims();
+    c.iat = NOW + 30;
+    c.nbf = NOW + 30;
+    let info = s.manager.install(&sign(&c)).await.expect("accepted");
+    assert_eq!(info.status, TokenStatus::Valid);
+    assert!(
+        info.warnings.is_empty(),
+        "no rollback reported: {:?}",
+        info.warnings
+    );
+
+    // A license that starts later is still refused.
+    let mut later = claims();
+    later.nbf = NOW + DAY;
+    assert!(s.manager.install(&sign(&later)).await.is_err());
+    // So is a token whose nbf is ahead but not its iat.
+    let mut odd = claims();
+    odd.nbf = NOW + 60;
+    assert!(s.manager.install(&sign(&odd)).await.is_err());
+}
