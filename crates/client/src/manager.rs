@@ -482,9 +482,13 @@ impl LicenseManager {
         now.max(self.inner.latest_seen.fetch_max(now, Ordering::SeqCst))
     }
 
-    /// Re-judges the token, retries an unverified one, persists the latest
-    /// time seen and publishes. The background task calls it periodically.
+    /// Takes up a token another replica stored, re-judges the token, retries
+    /// an unverified one, persists the latest time seen and publishes. The
+    /// background task calls it every `check_interval`.
     pub async fn tick(&self) -> StateInfo {
+        if let Err(e) = self.sync_with_store().await {
+            tracing::warn!(error = %e, "could not read the license store");
+        }
         let pending = {
             let held = self.held();
             match &held.check {
@@ -503,6 +507,43 @@ impl LicenseManager {
         }
         self.persist_seen().await;
         self.publish()
+    }
+
+    /// Takes up what another replica stored (or removed) in a shared store.
+    async fn sync_with_store(&self) -> Result<(), StoreError> {
+        let _w = self.inner.write.lock().await;
+        let stored = self.blocking(|s| s.load()).await?;
+        let (held, source) = {
+            let h = self.held();
+            (h.token.clone(), h.source)
+        };
+        let unchanged = match &stored {
+            Some(t) => held.as_deref() == Some(t.as_str()) && source != Some(Source::BuiltIn),
+            None => held.is_none() || source == Some(Source::BuiltIn),
+        };
+        if unchanged || matches!(self.held().check, Check::NotLoaded) {
+            return Ok(());
+        }
+        let (token, check, source) = match stored {
+            Some(t) => {
+                let check = self.check_token(&t).await;
+                (Some(t), check, Some(Source::Stored))
+            }
+            None => self.fallback().await,
+        };
+        tracing::info!("license changed in the store; taken up");
+        if let Check::Verified(c) = &check {
+            self.inner.latest_seen.fetch_max(c.iat, Ordering::SeqCst);
+        }
+        self.set_held(|h| {
+            h.token = token;
+            h.check = check;
+            h.source = source;
+            h.renewal.last_error = None;
+            h.renewal.failures = 0;
+            h.renewal.next_attempt_at = None;
+        });
+        Ok(())
     }
 
     /// Publishes the current snapshot if it changed, and returns it.

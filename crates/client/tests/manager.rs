@@ -314,3 +314,26 @@ async fn a_token_from_an_issuer_clock_slightly_ahead_is_valid_at_once() {
     odd.nbf = NOW + 60;
     assert!(s.manager.install(&sign(&odd)).await.is_err());
 }
+
+#[tokio::test]
+async fn replicas_sharing_a_store_see_the_same_license() {
+    let (cfg_a, store, clock) = config(None);
+    let a = LicenseManager::start(cfg_a).await.expect("starts");
+    let mut cfg_b = ManagerConfig::new(
+        InstanceUrl::parse(ROOT).expect("parses"),
+        keys(),
+        store.clone(),
+    );
+    cfg_b.clock = clock.clone();
+    let b = LicenseManager::start(cfg_b).await.expect("starts");
+    assert_eq!(b.status(), TokenStatus::NotFound);
+
+    a.install(&valid_token()).await.expect("installs");
+    let info = b.tick().await;
+    assert_eq!(info.status, TokenStatus::Valid, "b took up a's license");
+    assert_eq!(b.token(), Some(valid_token()));
+
+    b.remove(ROOT).await.expect("removes");
+    assert_eq!(a.tick().await.status, TokenStatus::NotFound);
+    assert_eq!(a.token(), None);
+}
