@@ -94,6 +94,7 @@ pub mod config;
 pub mod hooks;
 pub mod jwks;
 pub mod manager;
+pub mod query;
 pub mod renewal;
 pub mod state;
 pub mod store;
