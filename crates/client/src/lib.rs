@@ -51,6 +51,21 @@
 //! [`Warning::ClockRollback`] and judges the token at the latest time seen, so
 //! an expired token does not become valid again.
 //!
+//! # Replicas
+//!
+//! A host running several replicas gives each manager the same
+//! [`TokenStore`] over its own database: an install, renewal or removal on
+//! one replica is taken up by the others on their next check
+//! ([`LicenseManager::tick`], every `check_interval`).
+//!
+//! # Permissions
+//!
+//! Each endpoint passes its seed's permission to the [`Authorizer`]:
+//! Grafana `licensing:read` (check), `licensing:write` (add, renew),
+//! `licensing:delete` (remove); Consul `operator:read` (GET; open by default,
+//! the seed needs no ACL) and `operator:write` (PUT, DELETE); Redis
+//! `view_license` (GET) and `install_new_license` (PUT).
+//!
 //! # How claims map to each dialect
 //!
 //! | claim | Grafana (`POST /api/licensing/token`, `/renew`) | Consul `License` | Redis `GET /v1/license` |
