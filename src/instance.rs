@@ -1,9 +1,199 @@
-//! `charter instance`: the client crate's endpoints standalone. (To be built.)
+//! `charter instance`: the client crate's licensing endpoints standalone on
+//! one port (grafana, consul and redis dialects over one manager), with
+//! background renewal, for demos and end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use charter_client::api::{self, ApiState, Dialect};
+use charter_client::token::{InstanceUrl, KeySet};
+use charter_client::{BasicAuth, FileStore, LicenseManager, ManagerConfig};
 
 /// Flags of `charter instance`.
 #[derive(Debug, clap::Args)]
-pub struct InstanceArgs {}
+pub struct InstanceArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CHARTER_INSTANCE_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: SocketAddr,
+    /// The issuer's base URL (renewal and key refresh).
+    #[arg(long, env = "CHARTER_INSTANCE_ISSUER")]
+    pub issuer: Option<String>,
+    /// This instance's root URL, matched against each token's `sub`.
+    #[arg(long, env = "CHARTER_INSTANCE_ROOT_URL")]
+    pub root_url: String,
+    /// Data directory holding `license.jwt`.
+    #[arg(long, env = "CHARTER_INSTANCE_DATA", default_value = "./instance-data")]
+    pub data: PathBuf,
+    /// Dialects to serve, comma-separated.
+    #[arg(
+        long,
+        env = "CHARTER_INSTANCE_DIALECTS",
+        value_delimiter = ',',
+        default_value = "grafana,consul,redis"
+    )]
+    pub dialects: Vec<Dialect>,
+    /// The vendor's public keys: a JWKS file, or a URL to fetch it from
+    /// (default `<issuer>/.well-known/jwks.json`).
+    #[arg(long, env = "CHARTER_INSTANCE_JWKS", value_name = "FILE_OR_URL")]
+    pub jwks: Option<String>,
+    /// The admin user of HTTP Basic authentication.
+    #[arg(long, env = "CHARTER_INSTANCE_ADMIN_USER", default_value = "admin")]
+    pub admin_user: String,
+    /// The admin's password (required).
+    #[arg(long, env = "CHARTER_INSTANCE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// A license token file the instance ships with (Consul's DELETE reverts to it).
+    #[arg(long, env = "CHARTER_INSTANCE_BUILTIN_LICENSE", value_name = "FILE")]
+    pub builtin_license: Option<PathBuf>,
+}
 
-pub fn run(_args: InstanceArgs) -> anyhow::Result<()> {
-    anyhow::bail!("charter instance is not built yet")
+pub fn run(args: InstanceArgs) -> anyhow::Result<()> {
+    // Same conventions as `charter serve`: CHARTER_LOG filter, logs on stderr.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHARTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: InstanceArgs) -> anyhow::Result<()> {
+    let Some(password) = args.admin_password.clone().filter(|p| !p.is_empty()) else {
+        bail!("--admin-password (or CHARTER_INSTANCE_ADMIN_PASSWORD) is required");
+    };
+    if args.dialects.is_empty() {
+        bail!("--dialects names no dialect");
+    }
+    let root_url = InstanceUrl::parse(&args.root_url)
+        .with_context(|| format!("--root-url {:?}", args.root_url))?;
+    let issuer = args
+        .issuer
+        .as_deref()
+        .map(|i| validate_http_url(i, "--issuer"))
+        .transpose()?;
+    let (keys, jwks_url) = load_keys(args.jwks.as_deref(), issuer.as_deref()).await?;
+    let builtin = match &args.builtin_license {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--builtin-license {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let store = FileStore::open(&args.data).with_context(|| format!("--data {:?}", args.data))?;
+
+    let mut cfg = ManagerConfig::new(root_url, keys, Arc::new(store));
+    cfg.issuer = issuer;
+    cfg.jwks_url = jwks_url;
+    cfg.builtin_license = builtin;
+    let manager = LicenseManager::start(cfg)
+        .await
+        .context("loading the stored license")?;
+    let info = manager.state_info();
+    tracing::info!(status = info.status.as_str(), reason = ?info.reason, "license loaded");
+    let background = manager.spawn_background();
+
+    let auth = Arc::new(BasicAuth::new(args.admin_user.clone(), password));
+    let app = api::routers(ApiState::new(manager, auth), &args.dialects);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let names: Vec<&str> = args.dialects.iter().map(|d| d.as_str()).collect();
+    tracing::info!(addr = %listener.local_addr()?, dialects = ?names, "charter instance listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    background.abort();
+    tracing::info!("charter instance stopped");
+    Ok(())
+}
+
+fn validate_http_url(s: &str, flag: &str) -> anyhow::Result<String> {
+    let url = url::Url::parse(s).with_context(|| format!("{flag} {s:?}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("{flag} must be an http(s) URL, not {s:?}");
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+/// The pinned keys and the URL to refresh them from. A file must read; the
+/// issuer's JWKS may be unreachable at start (keys are then fetched when a
+/// token is first seen).
+async fn load_keys(
+    jwks: Option<&str>,
+    issuer: Option<&str>,
+) -> anyhow::Result<(KeySet, Option<String>)> {
+    let default_url = issuer.map(|i| format!("{i}/.well-known/jwks.json"));
+    let (url, required) = match jwks {
+        Some(s) if s.starts_with("http://") || s.starts_with("https://") => {
+            (validate_http_url(s, "--jwks")?, true)
+        }
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--jwks {path}"))?;
+            let keys = KeySet::from_jwks_json(&text).with_context(|| format!("--jwks {path}"))?;
+            if keys.is_empty() {
+                bail!("--jwks {path}: no usable key");
+            }
+            return Ok((keys, default_url));
+        }
+        None => match default_url {
+            Some(u) => (u, false),
+            None => bail!("give --issuer or --jwks: no way to know the vendor's keys"),
+        },
+    };
+    match fetch_jwks(&url).await {
+        Ok(keys) => Ok((keys, Some(url))),
+        Err(e) if !required => {
+            tracing::warn!(url = %url, error = %e, "issuer keys unavailable; will fetch on first use");
+            Ok((KeySet::default(), Some(url)))
+        }
+        Err(e) => Err(e.context(format!("--jwks {url}"))),
+    }
+}
+
+async fn fetch_jwks(url: &str) -> anyhow::Result<KeySet> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let text = client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(KeySet::from_jwks_json(&text)?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -1,0 +1,194 @@
+//! The licensing endpoints in three dialects over one [`LicenseManager`]:
+//! [`grafana`], [`consul`] and [`redis`]. Each module ends in a
+//! `router(state)`; [`routers`] merges the chosen ones. The crate never binds
+//! a port: the host nests or merges these routers where it likes.
+
+pub mod consul;
+pub mod grafana;
+pub mod redis;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::hooks::{Authorizer, Denied, Permission};
+use crate::manager::LicenseManager;
+
+/// Request bodies larger than this are refused with 413 (a token is at most
+/// 16 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler shares: the manager and the host's authorisation hook.
+#[derive(Clone)]
+pub struct ApiState {
+    pub manager: LicenseManager,
+    pub auth: Arc<dyn Authorizer>,
+}
+
+impl ApiState {
+    pub fn new(manager: LicenseManager, auth: Arc<dyn Authorizer>) -> Self {
+        ApiState { manager, auth }
+    }
+}
+
+/// The dialects, as `--dialects` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    Grafana,
+    Consul,
+    Redis,
+}
+
+impl Dialect {
+    pub const ALL: [Dialect; 3] = [Dialect::Grafana, Dialect::Consul, Dialect::Redis];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Grafana => "grafana",
+            Dialect::Consul => "consul",
+            Dialect::Redis => "redis",
+        }
+    }
+
+    /// How this dialect answers a request that is not allowed.
+    fn denied(self, denied: Denied, permission: Permission) -> ApiError {
+        match (self, denied) {
+            // Consul answers ACL failures with 403 whatever the cause.
+            (Dialect::Consul, _) => ApiError::new(StatusCode::FORBIDDEN, "Permission denied"),
+            (_, Denied::Unauthenticated) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").with_basic_challenge()
+            }
+            (_, Denied::Forbidden) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("Access denied: {permission} is required"),
+            ),
+        }
+    }
+}
+
+impl FromStr for Dialect {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "grafana" => Ok(Dialect::Grafana),
+            "consul" => Ok(Dialect::Consul),
+            "redis" => Ok(Dialect::Redis),
+            other => Err(format!(
+                "unknown dialect {other:?} (expected grafana, consul or redis)"
+            )),
+        }
+    }
+}
+
+/// The chosen dialects' routes on one router (their paths do not overlap).
+pub fn routers(state: ApiState, dialects: &[Dialect]) -> Router {
+    let mut router = Router::new();
+    let mut seen = Vec::new();
+    for dialect in dialects {
+        // Merging the same routes twice would panic.
+        if seen.contains(dialect) {
+            continue;
+        }
+        seen.push(*dialect);
+        router = router.merge(match dialect {
+            Dialect::Grafana => grafana::router(state.clone()),
+            Dialect::Consul => consul::router(state.clone()),
+            Dialect::Redis => redis::router(state.clone()),
+        });
+    }
+    router
+}
+
+/// An HTTP error: a status and a JSON body with at least `message`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+    challenge: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: json!({ "message": message.into() }),
+            challenge: false,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    /// A 500: the cause goes to the log, the body says "internal error".
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "licensing endpoint failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
+    /// Adds fields beside `message`.
+    pub fn with_field(mut self, key: &str, value: Value) -> Self {
+        if let Value::Object(map) = &mut self.body {
+            map.insert(key.to_string(), value);
+        }
+        self
+    }
+
+    fn with_basic_challenge(mut self) -> Self {
+        self.challenge = true;
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(self.body)).into_response();
+        if self.challenge {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"licensing\""),
+            );
+        }
+        resp
+    }
+}
+
+/// Asks the host whether this request may do `permission`.
+pub(crate) fn require(
+    state: &ApiState,
+    dialect: Dialect,
+    headers: &HeaderMap,
+    permission: Permission,
+) -> Result<(), ApiError> {
+    state
+        .auth
+        .authorize(headers, permission)
+        .map_err(|d| dialect.denied(d, permission))
+}
+
+/// The body, or a clear 4xx (413 when over [`MAX_BODY_BYTES`]).
+pub(crate) fn body(raw: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    raw.map_err(|r| ApiError::new(r.status(), r.body_text()))
+}
+
+/// Parses a JSON body whatever its `Content-Type` (curl users often omit it).
+pub(crate) fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+}
