@@ -190,8 +190,11 @@ impl Config {
             backoff_base: secs(a.push_backoff_base_secs.unwrap_or(10)),
             backoff_max: secs(a.push_backoff_max_secs.unwrap_or(3600)),
             refuse_private: a.push_refuse_private,
-            batch: 200,
+            batch: 0,
         };
+        // Claim what can be delivered soon, so a claim never outlives its lease waiting.
+        let mut push = push;
+        push.batch = (push.concurrency as i64 * 2).max(8);
         if !(1..=1024).contains(&push.concurrency) {
             bail!(
                 "push_concurrency must be between 1 and 1024, not {}",
