@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState, auth::AdminAuth};
+use crate::api::{self, AppState, auth::AdminAuth, auth::AuthLimiter};
 pub use crate::config::ServeArgs;
 use crate::config::{Config, Secret};
 use crate::db::{self, Store};
@@ -184,6 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         keys: Arc::new(keys),
         config: Arc::new(config),
         admin: Arc::new(admin),
+        auth_limiter: Arc::new(AuthLimiter::default()),
     };
     let app = api::router(state.clone());
     let (stop, mut stopped) = watch::channel(false);

@@ -43,7 +43,7 @@ pub async fn load(state: &AppState, id: &str) -> ApiResult<Account> {
 }
 
 /// Lists accounts, a page at a time.
-#[utoipa::path(get, path = "/api/accounts", tag = "accounts", security(("basic" = [])), params(PageParams),
+#[utoipa::path(get, path = "/api/accounts", tag = "accounts", security(("basic" = []), ("service_account" = [])), params(PageParams),
     responses((status = 200, body = Paged<Account>), (status = 400, body = charter_token::ErrorBody)))]
 async fn list_accounts(
     p: Principal,
@@ -57,7 +57,7 @@ async fn list_accounts(
 }
 
 /// Creates an account.
-#[utoipa::path(post, path = "/api/accounts", tag = "accounts", security(("basic" = [])), request_body = NewAccount,
+#[utoipa::path(post, path = "/api/accounts", tag = "accounts", security(("basic" = []), ("service_account" = [])), request_body = NewAccount,
     responses((status = 201, body = Account), (status = 400, body = charter_token::ErrorBody),
               (status = 409, body = charter_token::ErrorBody)))]
 async fn create_account(
@@ -85,7 +85,7 @@ async fn create_account(
 }
 
 /// Gets an account.
-#[utoipa::path(get, path = "/api/accounts/{id}", tag = "accounts", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/accounts/{id}", tag = "accounts", security(("basic" = []), ("service_account" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Account), (status = 404, body = charter_token::ErrorBody)))]
 async fn get_account(
@@ -98,7 +98,7 @@ async fn get_account(
 }
 
 /// Changes an account; its next tokens carry the new names.
-#[utoipa::path(patch, path = "/api/accounts/{id}", tag = "accounts", security(("basic" = [])),
+#[utoipa::path(patch, path = "/api/accounts/{id}", tag = "accounts", security(("basic" = []), ("service_account" = [])),
     params(("id" = String, Path)), request_body = AccountPatch,
     responses((status = 200, body = Account), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody), (status = 409, body = charter_token::ErrorBody)))]

@@ -74,7 +74,7 @@ async fn load(state: &AppState, lid: &str, id: &str) -> ApiResult<Instance> {
 }
 
 /// Lists the instances bound to a license.
-#[utoipa::path(get, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = Vec<Instance>), (status = 404, body = charter_token::ErrorBody)))]
 async fn list_instances(
@@ -88,7 +88,7 @@ async fn list_instances(
 }
 
 /// Binds an instance to a license (409 when `max_instances` are bound).
-#[utoipa::path(post, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)), request_body = NewInstance,
     responses((status = 201, body = Instance), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody), (status = 409, body = charter_token::ErrorBody)))]
@@ -120,7 +120,7 @@ async fn bind_instance(
 }
 
 /// Gets an instance.
-#[utoipa::path(get, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = Instance), (status = 404, body = charter_token::ErrorBody)))]
 async fn get_instance(
@@ -133,7 +133,7 @@ async fn get_instance(
 }
 
 /// Changes how tokens reach an instance.
-#[utoipa::path(patch, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = [])),
+#[utoipa::path(patch, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), ("id" = String, Path)), request_body = InstancePatch,
     responses((status = 200, body = Instance), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody)))]
@@ -157,7 +157,7 @@ async fn update_instance(
 }
 
 /// Unbinds an instance, freeing its place; its renewals are refused after.
-#[utoipa::path(delete, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = [])),
+#[utoipa::path(delete, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 404, body = charter_token::ErrorBody)))]
 async fn unbind_instance(

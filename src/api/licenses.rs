@@ -239,7 +239,7 @@ async fn check(state: &AppState, l: &License, expiry_changed: bool, now: i64) ->
 }
 
 /// Lists licenses, filtered and a page at a time.
-#[utoipa::path(get, path = "/api/licenses", tag = "licenses", security(("basic" = [])), params(LicenseQuery),
+#[utoipa::path(get, path = "/api/licenses", tag = "licenses", security(("basic" = []), ("service_account" = [])), params(LicenseQuery),
     responses((status = 200, body = Paged<License>), (status = 400, body = charter_token::ErrorBody)))]
 async fn list_licenses(
     p: Principal,
@@ -276,7 +276,7 @@ async fn list_licenses(
 }
 
 /// Creates a license.
-#[utoipa::path(post, path = "/api/licenses", tag = "licenses", security(("basic" = [])), request_body = LicenseInput,
+#[utoipa::path(post, path = "/api/licenses", tag = "licenses", security(("basic" = []), ("service_account" = [])), request_body = LicenseInput,
     responses((status = 201, body = License), (status = 400, body = charter_token::ErrorBody),
               (status = 422, body = charter_token::ErrorBody)))]
 async fn create_license(
@@ -340,7 +340,7 @@ async fn create_license(
 }
 
 /// Gets a license.
-#[utoipa::path(get, path = "/api/licenses/{lid}", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/licenses/{lid}", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = License), (status = 404, body = charter_token::ErrorBody)))]
 async fn get_license(
@@ -353,7 +353,7 @@ async fn get_license(
 }
 
 /// Changes a license; the next token issued or renewed carries the change.
-#[utoipa::path(patch, path = "/api/licenses/{lid}", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(patch, path = "/api/licenses/{lid}", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)), request_body = LicenseInput,
     responses((status = 200, body = License), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody), (status = 409, body = charter_token::ErrorBody),
@@ -415,7 +415,7 @@ async fn set_status(
 }
 
 /// Suspends a license: renewals are refused until it is resumed.
-#[utoipa::path(post, path = "/api/licenses/{lid}/suspend", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/suspend", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = License), (status = 404, body = charter_token::ErrorBody),
               (status = 409, body = charter_token::ErrorBody)))]
@@ -428,7 +428,7 @@ async fn suspend_license(
 }
 
 /// Resumes a suspended license.
-#[utoipa::path(post, path = "/api/licenses/{lid}/resume", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/resume", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = License), (status = 404, body = charter_token::ErrorBody),
               (status = 409, body = charter_token::ErrorBody)))]
@@ -441,7 +441,7 @@ async fn resume_license(
 }
 
 /// Revokes a license, for good.
-#[utoipa::path(post, path = "/api/licenses/{lid}/revoke", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/revoke", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = License), (status = 404, body = charter_token::ErrorBody)))]
 async fn revoke_license(

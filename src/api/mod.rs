@@ -17,6 +17,8 @@ use crate::config::Config;
 use crate::db::Store;
 
 pub mod accounts;
+pub mod apikeys;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -24,6 +26,7 @@ pub mod instances;
 pub mod licenses;
 pub mod meta;
 pub mod products;
+pub mod serviceaccounts;
 pub mod tokens;
 
 pub use error::{ApiError, ApiResult};
@@ -35,6 +38,8 @@ pub struct AppState {
     pub keys: Arc<Keyring>,
     pub config: Arc<Config>,
     pub admin: Arc<auth::AdminAuth>,
+    /// Failed authentications per client address.
+    pub auth_limiter: Arc<auth::AuthLimiter>,
 }
 
 #[derive(OpenApi)]
@@ -55,6 +60,10 @@ impl utoipa::Modify for Security {
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
         components.add_security_scheme(
+            "service_account",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
             "license_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
@@ -70,6 +79,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(licenses::router())
         .merge(instances::router())
         .merge(tokens::router())
+        .merge(serviceaccounts::router())
+        .merge(apikeys::router())
+        .merge(audit::router())
 }
 
 /// The OpenAPI document of the API.

@@ -52,7 +52,7 @@ async fn load(state: &AppState, slug: &str) -> ApiResult<Product> {
 }
 
 /// Lists products.
-#[utoipa::path(get, path = "/api/products", tag = "products", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/products", tag = "products", security(("basic" = []), ("service_account" = [])),
     responses((status = 200, body = Vec<Product>), (status = 401, body = charter_token::ErrorBody)))]
 async fn list_products(
     p: Principal,
@@ -63,7 +63,7 @@ async fn list_products(
 }
 
 /// Creates a product.
-#[utoipa::path(post, path = "/api/products", tag = "products", security(("basic" = [])), request_body = NewProduct,
+#[utoipa::path(post, path = "/api/products", tag = "products", security(("basic" = []), ("service_account" = [])), request_body = NewProduct,
     responses((status = 201, body = Product), (status = 400, body = charter_token::ErrorBody),
               (status = 409, body = charter_token::ErrorBody)))]
 async fn create_product(
@@ -89,7 +89,7 @@ async fn create_product(
 }
 
 /// Gets a product.
-#[utoipa::path(get, path = "/api/products/{slug}", tag = "products", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/products/{slug}", tag = "products", security(("basic" = []), ("service_account" = [])),
     params(("slug" = String, Path)),
     responses((status = 200, body = Product), (status = 404, body = charter_token::ErrorBody)))]
 async fn get_product(
@@ -102,7 +102,7 @@ async fn get_product(
 }
 
 /// Changes a product's name or features.
-#[utoipa::path(patch, path = "/api/products/{slug}", tag = "products", security(("basic" = [])),
+#[utoipa::path(patch, path = "/api/products/{slug}", tag = "products", security(("basic" = []), ("service_account" = [])),
     params(("slug" = String, Path)), request_body = ProductPatch,
     responses((status = 200, body = Product), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody)))]

@@ -37,7 +37,7 @@ impl From<IssueError> for ApiError {
 }
 
 /// Issues a token for an instance, binding it if there is room.
-#[utoipa::path(post, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)), request_body = IssueRequest,
     responses((status = 201, body = TokenResponse), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody),
@@ -77,7 +77,7 @@ async fn issue_token(
 }
 
 /// The tokens issued for a license, newest first.
-#[utoipa::path(get, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), PageParams),
     responses((status = 200, body = Paged<TokenRecord>), (status = 404, body = charter_token::ErrorBody)))]
 async fn list_tokens(
