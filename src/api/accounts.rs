@@ -6,6 +6,7 @@ use charter_token::now;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::audit;
 use super::auth::{Action, Principal};
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, PageParams, Paged, check_slug, check_text};
@@ -80,6 +81,7 @@ async fn create_account(
         updated_at: t,
     };
     state.store.insert_account(&a).await?;
+    audit::record(&state, p.event("account.create", "account", &a.id)).await;
     tracing::info!(account = %a.id, by = p.name(), "account created");
     Ok((StatusCode::CREATED, Json(a)))
 }
@@ -124,5 +126,6 @@ async fn update_account(
     }
     a.updated_at = now();
     state.store.update_account(&a).await?;
+    audit::record(&state, p.event("account.update", "account", &a.id)).await;
     Ok(Json(a))
 }

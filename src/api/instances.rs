@@ -6,6 +6,7 @@ use charter_token::{InstanceUrl, now};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::audit;
 use super::auth::{Action, Principal};
 use super::extract::{Json, Path};
 use super::licenses;
@@ -115,6 +116,9 @@ async fn bind_instance(
         .store
         .bind_instance(&instance, license.max_instances)
         .await?;
+    let mut event = p.event("instance.bind", "instance", &instance.id);
+    event.detail = Some(serde_json::json!({"lid": lid, "url": instance.url}));
+    audit::record(&state, event).await;
     tracing::info!(lid = %lid, instance = %instance.url, by = p.name(), "instance bound");
     Ok((StatusCode::CREATED, Json(instance)))
 }
@@ -153,6 +157,9 @@ async fn update_instance(
     }
     i.updated_at = now();
     state.store.update_instance(&i).await?;
+    let mut event = p.event("instance.update", "instance", &i.id);
+    event.detail = Some(serde_json::json!({"lid": lid, "url": i.url}));
+    audit::record(&state, event).await;
     Ok(Json(i))
 }
 
@@ -171,6 +178,9 @@ async fn unbind_instance(
             "instance {id} of license {lid} not found"
         )));
     }
+    let mut event = p.event("instance.unbind", "instance", &id);
+    event.detail = Some(serde_json::json!({"lid": lid}));
+    audit::record(&state, event).await;
     tracing::info!(lid = %lid, instance = %id, by = p.name(), "instance unbound");
     Ok(StatusCode::NO_CONTENT)
 }

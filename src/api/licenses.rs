@@ -8,6 +8,7 @@ use charter_token::now;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::audit;
 use super::auth::{Action, Principal};
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, PageParams, Paged, check_slug};
@@ -335,6 +336,7 @@ async fn create_license(
     }
     check(&state, &l, true, t).await?;
     state.store.insert_license(&l).await?;
+    audit::record(&state, p.event("license.create", "license", &l.lid)).await;
     tracing::info!(lid = %l.lid, by = p.name(), "license created");
     Ok((StatusCode::CREATED, Json(view(l, t))))
 }
@@ -384,6 +386,7 @@ async fn update_license(
     check(&state, &l, expiry_changed, t).await?;
     l.updated_at = t;
     state.store.update_license(&l).await?;
+    audit::record(&state, p.event("license.update", "license", &l.lid)).await;
     tracing::info!(lid = %l.lid, by = p.name(), "license changed");
     Ok(Json(view(l, t)))
 }
@@ -409,6 +412,12 @@ async fn set_status(
         l.status = to;
         l.updated_at = t;
         state.store.update_license(&l).await?;
+        let action = match to {
+            LicenseStatus::Active => "license.resume",
+            LicenseStatus::Suspended => "license.suspend",
+            LicenseStatus::Revoked => "license.revoke",
+        };
+        audit::record(state, p.event(action, "license", &l.lid)).await;
         tracing::info!(lid = %l.lid, status = to.as_str(), by = p.name(), "license status changed");
     }
     Ok(Json(view(l, t)))

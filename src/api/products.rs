@@ -6,6 +6,7 @@ use charter_token::now;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::audit;
 use super::auth::{Action, Principal};
 use super::extract::{Json, Path};
 use super::{ApiError, ApiResult, AppState, check_slug, check_text};
@@ -84,6 +85,7 @@ async fn create_product(
         updated_at: t,
     };
     state.store.insert_product(&product).await?;
+    audit::record(&state, p.event("product.create", "product", &product.slug)).await;
     tracing::info!(product = %product.slug, by = p.name(), "product created");
     Ok((StatusCode::CREATED, Json(product)))
 }
@@ -124,6 +126,7 @@ async fn update_product(
     }
     product.updated_at = now();
     state.store.update_product(&product).await?;
+    audit::record(&state, p.event("product.update", "product", &product.slug)).await;
     Ok(Json(product))
 }
 

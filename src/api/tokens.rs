@@ -8,10 +8,12 @@ use charter_token::{DAY, RenewRequest, TokenResponse, VerifyError, now};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::auth::{Action, Principal};
+use super::auth::{Action, ClientIp, Principal};
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, PageParams, Paged, accounts, instances, licenses};
-use crate::domain::{RenewRefusal, TokenReason, TokenRecord, check_renewable};
+use crate::domain::{
+    ActorKind, AuditEvent, RenewRefusal, TokenReason, TokenRecord, check_renewable,
+};
 use crate::issuance::{self, IssueError};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -70,8 +72,16 @@ async fn issue_token(
         renewed_from: None,
         usage: None,
     };
-    let (token, claims) =
-        issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t).await?;
+    let event = p.event("token.issue", "token", "");
+    let (token, claims) = issuance::issue_audited(
+        &*state.store,
+        &state.keys,
+        &state.config.public_url,
+        req,
+        t,
+        Some(event),
+    )
+    .await?;
     tracing::info!(lid = %lid, instance = %url, jti = %claims.jti, by = p.name(), "token issued");
     Ok((StatusCode::CREATED, Json(TokenResponse { token, claims })))
 }
@@ -128,6 +138,7 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
               (status = 422, description = "instance not bound to the license", body = charter_token::ErrorBody)))]
 async fn renew(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<TokenResponse>> {
@@ -185,8 +196,27 @@ async fn renew(
         renewed_from: Some(old.jti.clone()),
         usage,
     };
-    let (token, claims) =
-        issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t).await?;
+    // The instance is the actor: it proved itself with its current token.
+    let event = AuditEvent {
+        id: 0,
+        at: t,
+        actor_kind: ActorKind::Instance,
+        actor: old.sub.clone(),
+        action: "token.renew".into(),
+        target_type: "token".into(),
+        target_id: String::new(),
+        ip: ip.map(|ip| ip.to_string()),
+        detail: None,
+    };
+    let (token, claims) = issuance::issue_audited(
+        &*state.store,
+        &state.keys,
+        &state.config.public_url,
+        req,
+        t,
+        Some(event),
+    )
+    .await?;
     tracing::info!(lid = %claims.lid, instance = %claims.sub, jti = %claims.jti, "token renewed");
     Ok(Json(TokenResponse { token, claims }))
 }
