@@ -388,3 +388,61 @@ impl FromRequestParts<AppState> for Principal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_grant_what_the_table_says() {
+        use Action::*;
+        let all = [
+            LicensingRead,
+            LicensingWrite,
+            LicensingDelete,
+            ApiKeysRead,
+            ApiKeysDelete,
+            ServiceAccountsRead,
+            ServiceAccountsWrite,
+            ServiceAccountsDelete,
+            AuditRead,
+        ];
+        let granted = |role| {
+            all.iter()
+                .filter(|a| role_allows(role, **a))
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(granted(Role::Viewer), ["licensing:read"]);
+        assert_eq!(granted(Role::Editor), ["licensing:read", "licensing:write"]);
+        assert_eq!(granted(Role::Admin).len(), all.len());
+    }
+
+    #[test]
+    fn limiter_blocks_after_max_failures_until_the_window_ends() {
+        let limiter = AuthLimiter::new(3, Duration::from_millis(200));
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let other: IpAddr = "192.0.2.2".parse().expect("ip");
+        for _ in 0..3 {
+            assert!(limiter.check(ip).is_ok());
+            limiter.failed(ip);
+        }
+        assert_eq!(limiter.check(ip), Err(1));
+        assert!(limiter.check(other).is_ok(), "per address");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(limiter.check(ip).is_ok(), "the window ended");
+        limiter.failed(ip);
+        assert!(limiter.check(ip).is_ok(), "a new window starts from zero");
+    }
+
+    #[test]
+    fn tokens_are_prefixed_random_and_stored_as_sha256() {
+        let (a, hash) = new_sa_token().expect("token");
+        let (b, _) = new_sa_token().expect("token");
+        assert!(a.starts_with(SA_TOKEN_PREFIX) && a.len() == SA_TOKEN_PREFIX.len() + 43);
+        assert_ne!(a, b);
+        assert_eq!(hash, sa_token_hash(&a));
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&a[SA_TOKEN_PREFIX.len()..]));
+    }
+}
