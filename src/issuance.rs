@@ -5,7 +5,7 @@
 use charter_token::{Claims, DAY, Keyring, Usage};
 
 use crate::db::{Issuance, Recorded, Store, StoreError};
-use crate::domain::{Account, Instance, License, TokenReason, TokenRecord, claims_for};
+use crate::domain::{Account, AuditEvent, Instance, License, TokenReason, TokenRecord, claims_for};
 
 /// How long a retry with the same old token gets the token already issued.
 pub const IDEMPOTENCY_WINDOW: i64 = 600;
@@ -41,6 +41,20 @@ pub async fn issue(
     issuer: &str,
     req: Request<'_>,
     now: i64,
+) -> Result<(String, Claims), IssueError> {
+    issue_audited(store, keys, issuer, req, now, None).await
+}
+
+/// [`issue`], writing `audit` in the same transaction as the token. Its
+/// target becomes the new token (`token`, `jti`); an idempotent retry
+/// records nothing new and writes no event.
+pub async fn issue_audited(
+    store: &dyn Store,
+    keys: &Keyring,
+    issuer: &str,
+    req: Request<'_>,
+    now: i64,
+    audit: Option<AuditEvent>,
 ) -> Result<(String, Claims), IssueError> {
     let jti = uuid::Uuid::now_v7().to_string();
     let claims = claims_for(
@@ -93,7 +107,21 @@ pub async fn issue(
         max_instances: req.license.max_instances,
         idempotent_since: req.renewed_from.as_ref().map(|_| now - IDEMPOTENCY_WINDOW),
     };
-    match store.record_issuance(&issuance).await? {
+    let audit = audit.map(|mut a| {
+        a.target_type = "token".into();
+        a.target_id = claims.jti.clone();
+        a.detail = Some(serde_json::json!({
+            "lid": claims.lid,
+            "instance": claims.sub,
+            "reason": req.reason.as_str(),
+            "renewed_from": req.renewed_from,
+        }));
+        a
+    });
+    match store
+        .record_issuance_audited(&issuance, audit.as_ref())
+        .await?
+    {
         Recorded::New => Ok((token, claims)),
         Recorded::Existing(t) => {
             // We signed it; its claims decode without another verification.

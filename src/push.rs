@@ -246,10 +246,27 @@ async fn deliver_job(
                     renewed_from: None,
                     usage: None,
                 };
-                let (token, claims) =
-                    issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t)
-                        .await
-                        .map_err(|e| format!("cannot issue: {e:?}"))?;
+                let event = crate::domain::AuditEvent {
+                    id: 0,
+                    at: t,
+                    actor_kind: crate::domain::ActorKind::System,
+                    actor: "push".into(),
+                    action: "token.push".into(),
+                    target_type: "token".into(),
+                    target_id: String::new(),
+                    ip: None,
+                    detail: Some(json!({"lid": i.lid, "instance": i.url})),
+                };
+                let (token, claims) = issuance::issue_audited(
+                    &*state.store,
+                    &state.keys,
+                    &state.config.public_url,
+                    req,
+                    t,
+                    Some(event),
+                )
+                .await
+                .map_err(|e| format!("cannot issue: {e:?}"))?;
                 state.metrics.token_issued("push");
                 i.last_jti = Some(claims.jti.clone());
                 i.push_pending_jti = Some(claims.jti);

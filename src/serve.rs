@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState, auth::AdminAuth};
+use crate::api::{self, AppState, auth::AdminAuth, auth::AuthLimiter};
 pub use crate::config::ServeArgs;
 use crate::config::{Config, Secret};
 use crate::db::{self, Store};
@@ -251,6 +251,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         admin: Arc::new(admin),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        auth_limiter: Arc::new(AuthLimiter::default()),
     };
     let app = api::router(state.clone());
     let (stop, mut stopped) = watch::channel(false);

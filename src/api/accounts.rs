@@ -6,6 +6,7 @@ use charter_token::now;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::audit;
 use super::auth::{Action, Principal};
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, PageParams, Paged, check_slug, check_text};
@@ -43,7 +44,7 @@ pub async fn load(state: &AppState, id: &str) -> ApiResult<Account> {
 }
 
 /// Lists accounts, a page at a time.
-#[utoipa::path(get, path = "/api/accounts", tag = "accounts", security(("basic" = [])), params(PageParams),
+#[utoipa::path(get, path = "/api/accounts", tag = "accounts", security(("basic" = []), ("service_account" = [])), params(PageParams),
     responses((status = 200, body = Paged<Account>), (status = 400, body = charter_token::ErrorBody)))]
 async fn list_accounts(
     p: Principal,
@@ -57,7 +58,7 @@ async fn list_accounts(
 }
 
 /// Creates an account.
-#[utoipa::path(post, path = "/api/accounts", tag = "accounts", security(("basic" = [])), request_body = NewAccount,
+#[utoipa::path(post, path = "/api/accounts", tag = "accounts", security(("basic" = []), ("service_account" = [])), request_body = NewAccount,
     responses((status = 201, body = Account), (status = 400, body = charter_token::ErrorBody),
               (status = 409, body = charter_token::ErrorBody)))]
 async fn create_account(
@@ -80,12 +81,13 @@ async fn create_account(
         updated_at: t,
     };
     state.store.insert_account(&a).await?;
+    audit::record(&state, p.event("account.create", "account", &a.id)).await;
     tracing::info!(account = %a.id, by = p.name(), "account created");
     Ok((StatusCode::CREATED, Json(a)))
 }
 
 /// Gets an account.
-#[utoipa::path(get, path = "/api/accounts/{id}", tag = "accounts", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/accounts/{id}", tag = "accounts", security(("basic" = []), ("service_account" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Account), (status = 404, body = charter_token::ErrorBody)))]
 async fn get_account(
@@ -98,7 +100,7 @@ async fn get_account(
 }
 
 /// Changes an account; its next tokens carry the new names.
-#[utoipa::path(patch, path = "/api/accounts/{id}", tag = "accounts", security(("basic" = [])),
+#[utoipa::path(patch, path = "/api/accounts/{id}", tag = "accounts", security(("basic" = []), ("service_account" = [])),
     params(("id" = String, Path)), request_body = AccountPatch,
     responses((status = 200, body = Account), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody), (status = 409, body = charter_token::ErrorBody)))]
@@ -124,5 +126,6 @@ async fn update_account(
     }
     a.updated_at = now();
     state.store.update_account(&a).await?;
+    audit::record(&state, p.event("account.update", "account", &a.id)).await;
     Ok(Json(a))
 }

@@ -1,51 +1,157 @@
-//! Who is calling the portal API: the [`Principal`] extractor, and the
-//! actions each endpoint requires. Today only the server admin (HTTP Basic);
-//! service accounts and roles extend this one extractor.
+//! Who is calling the portal API: the [`Principal`] extractor (the server
+//! admin over HTTP Basic, or a service account with `Authorization: Bearer
+//! chr_sa_...`), the actions each endpoint requires, the roles that grant
+//! them, and a per-address limit on failed authentication.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::domain::{ActorKind, AuditEvent, Role};
 
-/// What an endpoint does, as a permission.
+/// What an endpoint does, as a permission (Grafana's action names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     LicensingRead,
     LicensingWrite,
     LicensingDelete,
+    ApiKeysRead,
+    ApiKeysDelete,
+    ServiceAccountsRead,
+    ServiceAccountsWrite,
+    ServiceAccountsDelete,
+    /// Reading the audit trail (role Admin).
+    AuditRead,
 }
 
-/// An authenticated caller of the portal API.
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::LicensingRead => "licensing:read",
+            Action::LicensingWrite => "licensing:write",
+            Action::LicensingDelete => "licensing:delete",
+            Action::ApiKeysRead => "apikeys:read",
+            Action::ApiKeysDelete => "apikeys:delete",
+            Action::ServiceAccountsRead => "serviceaccounts:read",
+            Action::ServiceAccountsWrite => "serviceaccounts:write",
+            Action::ServiceAccountsDelete => "serviceaccounts:delete",
+            Action::AuditRead => "audit:read",
+        }
+    }
+}
+
+/// Whether a service-account role grants `action`: Viewer reads licensing,
+/// Editor also changes it, Admin may do everything.
+pub fn role_allows(role: Role, action: Action) -> bool {
+    match action {
+        Action::LicensingRead => true,
+        Action::LicensingWrite => matches!(role, Role::Editor | Role::Admin),
+        _ => role == Role::Admin,
+    }
+}
+
+/// Who the caller is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
+pub enum Identity {
     /// The server admin: may do everything.
     Admin { user: String },
+    /// A service account, through one of its tokens.
+    ServiceAccount {
+        id: i64,
+        login: String,
+        role: Role,
+        token_id: i64,
+    },
+}
+
+/// An authenticated caller of the portal API, and where the call came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub identity: Identity,
+    pub ip: Option<IpAddr>,
 }
 
 impl Principal {
-    /// Refuses with 403 unless the caller may do `action`.
+    /// Refuses with 403, naming the missing permission, unless the caller may do `action`.
     pub fn require(&self, action: Action) -> Result<(), ApiError> {
-        match self {
-            Principal::Admin { .. } => {
-                let _ = action;
-                Ok(())
-            }
+        let allowed = match &self.identity {
+            Identity::Admin { .. } => true,
+            Identity::ServiceAccount { role, .. } => role_allows(*role, action),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "You'll need additional permissions to perform this action. Permissions needed: {}",
+                action.as_str()
+            )))
         }
     }
 
-    /// A name for logs and audit.
+    /// A name for logs and audit: the admin's user name or the account's login.
     pub fn name(&self) -> &str {
-        match self {
-            Principal::Admin { user } => user,
+        match &self.identity {
+            Identity::Admin { user } => user,
+            Identity::ServiceAccount { login, .. } => login,
         }
+    }
+
+    pub fn kind(&self) -> ActorKind {
+        match self.identity {
+            Identity::Admin { .. } => ActorKind::Admin,
+            Identity::ServiceAccount { .. } => ActorKind::ServiceAccount,
+        }
+    }
+
+    /// An audit event for `action` done by this caller to `target_type` `target_id`.
+    pub fn event(
+        &self,
+        action: &str,
+        target_type: &str,
+        target_id: impl Into<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            id: 0,
+            at: charter_token::now(),
+            actor_kind: self.kind(),
+            actor: self.name().to_string(),
+            action: action.to_string(),
+            target_type: target_type.to_string(),
+            target_id: target_id.into(),
+            ip: self.ip.map(|ip| ip.to_string()),
+            detail: None,
+        }
+    }
+}
+
+/// The address of the client, from the connection (`None` in-process).
+pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// The client's address as an extractor (never rejects).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
     }
 }
 
@@ -77,12 +183,7 @@ impl AdminAuth {
     }
 
     fn check(&self, user: &str, password: &str) -> bool {
-        let digest: [u8; 32] = {
-            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, password.as_bytes());
-            let mut out = [0u8; 32];
-            out.copy_from_slice(d.as_ref());
-            out
-        };
+        let digest = sha256(password.as_bytes());
         // Compare the user in constant time too, and always check the password,
         // so the answer says nothing about which part was wrong.
         let user_ok = aws_lc_rs::constant_time::verify_slices_are_equal(
@@ -105,40 +206,243 @@ impl AdminAuth {
     }
 }
 
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The prefix of every service-account token, so leaked ones are easy to spot.
+pub const SA_TOKEN_PREFIX: &str = "chr_sa_";
+
+/// A new service-account token (256 random bits) and the hash to store.
+pub fn new_sa_token() -> Result<(String, String), ApiError> {
+    let mut raw = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut raw).map_err(|_| ApiError::internal("no randomness"))?;
+    let token = format!(
+        "{SA_TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let hash = sa_token_hash(&token);
+    Ok((token, hash))
+}
+
+/// What is stored of a token: hex SHA-256. The secret has 256 bits of
+/// entropy, so a fast hash is enough (no argon2 on every request).
+pub fn sa_token_hash(token: &str) -> String {
+    sha256(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Failed authentications per client address: after [`AuthLimiter::MAX_FAILURES`]
+/// within [`AuthLimiter::WINDOW`], that address gets 429 until the window ends.
+pub struct AuthLimiter {
+    max_failures: u32,
+    window: Duration,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Default for AuthLimiter {
+    fn default() -> Self {
+        AuthLimiter::new(Self::MAX_FAILURES, Self::WINDOW)
+    }
+}
+
+impl AuthLimiter {
+    pub const MAX_FAILURES: u32 = 10;
+    pub const WINDOW: Duration = Duration::from_secs(300);
+    /// Addresses remembered at most; older windows are dropped first.
+    const MAX_TRACKED: usize = 100_000;
+
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        AuthLimiter {
+            max_failures,
+            window,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(seconds to wait)` when the address has failed too often.
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        let Ok(map) = self.failures.lock() else {
+            return Ok(());
+        };
+        match map.get(&ip) {
+            Some((since, n)) if *n >= self.max_failures => {
+                let left = self.window.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    Ok(())
+                } else {
+                    Err(left.as_secs().max(1))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, ip: IpAddr) {
+        let Ok(mut map) = self.failures.lock() else {
+            return;
+        };
+        if map.len() >= Self::MAX_TRACKED {
+            let window = self.window;
+            map.retain(|_, (since, _)| since.elapsed() < window);
+        }
+        let entry = map.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= self.window {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
 fn unauthorized() -> ApiError {
     let mut e = ApiError::unauthorized("invalid or missing credentials");
     e.challenge = Some("Basic realm=\"charter\"");
     e
 }
 
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(unauthorized)?;
-        let (scheme, value) = header.split_once(' ').ok_or_else(unauthorized)?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(unauthorized());
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
+/// Checks the credentials of `Authorization`; `None` when they are wrong.
+async fn authenticate(
+    state: &AppState,
+    scheme: &str,
+    value: &str,
+) -> Result<Option<Identity>, ApiError> {
+    if scheme.eq_ignore_ascii_case("basic") {
+        let Some(decoded) = base64::engine::general_purpose::STANDARD
             .decode(value.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(unauthorized)?;
-        let (user, password) = decoded.split_once(':').ok_or_else(unauthorized)?;
+        else {
+            return Ok(None);
+        };
+        let Some((user, password)) = decoded.split_once(':') else {
+            return Ok(None);
+        };
         let admin = state.admin.clone();
         let (user, password) = (user.to_string(), password.to_string());
         // argon2 is deliberately slow: keep it off the async workers.
         let ok = tokio::task::spawn_blocking(move || admin.check(&user, &password).then_some(user))
             .await
             .map_err(ApiError::internal)?;
-        match ok {
-            Some(user) => Ok(Principal::Admin { user }),
-            None => Err(unauthorized()),
+        Ok(ok.map(|user| Identity::Admin { user }))
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        let token = value.trim();
+        if !token.starts_with(SA_TOKEN_PREFIX) || token.len() > 256 {
+            return Ok(None);
         }
+        let now = charter_token::now();
+        Ok(
+            match state.store.find_sa_token(&sa_token_hash(token)).await? {
+                Some((t, sa)) if !t.has_expired(now) && !sa.is_disabled => {
+                    Some(Identity::ServiceAccount {
+                        id: sa.id,
+                        login: sa.login,
+                        role: sa.role,
+                        token_id: t.id,
+                    })
+                }
+                _ => None,
+            },
+        )
+    } else {
+        Ok(None)
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ip = client_ip(parts);
+        let key = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if let Err(wait) = state.auth_limiter.check(key) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentication attempts; retry later",
+            );
+            e.retry_after = Some(wait);
+            return Err(e);
+        }
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(unauthorized)?;
+        let identity = match header.split_once(' ') {
+            Some((scheme, value)) => authenticate(state, scheme, value).await?,
+            None => None,
+        };
+        match identity {
+            // A success does not reset the count: one valid credential
+            // must not buy unlimited guesses at another.
+            Some(identity) => Ok(Principal { identity, ip }),
+            None => {
+                state.auth_limiter.failed(key);
+                tracing::info!(client = %key, "authentication failed");
+                Err(unauthorized())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_grant_what_the_table_says() {
+        use Action::*;
+        let all = [
+            LicensingRead,
+            LicensingWrite,
+            LicensingDelete,
+            ApiKeysRead,
+            ApiKeysDelete,
+            ServiceAccountsRead,
+            ServiceAccountsWrite,
+            ServiceAccountsDelete,
+            AuditRead,
+        ];
+        let granted = |role| {
+            all.iter()
+                .filter(|a| role_allows(role, **a))
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(granted(Role::Viewer), ["licensing:read"]);
+        assert_eq!(granted(Role::Editor), ["licensing:read", "licensing:write"]);
+        assert_eq!(granted(Role::Admin).len(), all.len());
+    }
+
+    #[test]
+    fn limiter_blocks_after_max_failures_until_the_window_ends() {
+        let limiter = AuthLimiter::new(3, Duration::from_millis(200));
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let other: IpAddr = "192.0.2.2".parse().expect("ip");
+        for _ in 0..3 {
+            assert!(limiter.check(ip).is_ok());
+            limiter.failed(ip);
+        }
+        assert_eq!(limiter.check(ip), Err(1));
+        assert!(limiter.check(other).is_ok(), "per address");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(limiter.check(ip).is_ok(), "the window ended");
+        limiter.failed(ip);
+        assert!(limiter.check(ip).is_ok(), "a new window starts from zero");
+    }
+
+    #[test]
+    fn tokens_are_prefixed_random_and_stored_as_sha256() {
+        let (a, hash) = new_sa_token().expect("token");
+        let (b, _) = new_sa_token().expect("token");
+        assert!(a.starts_with(SA_TOKEN_PREFIX) && a.len() == SA_TOKEN_PREFIX.len() + 43);
+        assert_ne!(a, b);
+        assert_eq!(hash, sa_token_hash(&a));
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&a[SA_TOKEN_PREFIX.len()..]));
     }
 }

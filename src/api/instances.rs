@@ -6,6 +6,7 @@ use charter_token::{InstanceUrl, now};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::audit;
 use super::auth::{Action, Principal};
 use super::extract::{Json, Path};
 use super::licenses;
@@ -130,7 +131,7 @@ async fn load(state: &AppState, lid: &str, id: &str) -> ApiResult<Instance> {
 }
 
 /// Lists the instances bound to a license.
-#[utoipa::path(get, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = Vec<Instance>), (status = 404, body = charter_token::ErrorBody)))]
 async fn list_instances(
@@ -144,7 +145,7 @@ async fn list_instances(
 }
 
 /// Binds an instance to a license (409 when `max_instances` are bound).
-#[utoipa::path(post, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)), request_body = NewInstance,
     responses((status = 201, body = Instance), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody), (status = 409, body = charter_token::ErrorBody)))]
@@ -183,12 +184,15 @@ async fn bind_instance(
             .await?;
         instance.has_credentials = true;
     }
+    let mut event = p.event("instance.bind", "instance", &instance.id);
+    event.detail = Some(serde_json::json!({"lid": lid, "url": instance.url}));
+    audit::record(&state, event).await;
     tracing::info!(lid = %lid, instance = %instance.url, by = p.name(), "instance bound");
     Ok((StatusCode::CREATED, Json(instance)))
 }
 
 /// Gets an instance.
-#[utoipa::path(get, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = Instance), (status = 404, body = charter_token::ErrorBody)))]
 async fn get_instance(
@@ -201,7 +205,7 @@ async fn get_instance(
 }
 
 /// Changes how tokens reach an instance.
-#[utoipa::path(patch, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = [])),
+#[utoipa::path(patch, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), ("id" = String, Path)), request_body = InstancePatch,
     responses((status = 200, body = Instance), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody)))]
@@ -239,11 +243,14 @@ async fn update_instance(
             .await?;
         i.has_credentials = sealed.is_some();
     }
+    let mut event = p.event("instance.update", "instance", &i.id);
+    event.detail = Some(serde_json::json!({"lid": lid, "url": i.url}));
+    audit::record(&state, event).await;
     Ok(Json(i))
 }
 
 /// Unbinds an instance, freeing its place; its renewals are refused after.
-#[utoipa::path(delete, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = [])),
+#[utoipa::path(delete, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 404, body = charter_token::ErrorBody)))]
 async fn unbind_instance(
@@ -257,6 +264,9 @@ async fn unbind_instance(
             "instance {id} of license {lid} not found"
         )));
     }
+    let mut event = p.event("instance.unbind", "instance", &id);
+    event.detail = Some(serde_json::json!({"lid": lid}));
+    audit::record(&state, event).await;
     tracing::info!(lid = %lid, instance = %id, by = p.name(), "instance unbound");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -289,7 +299,12 @@ async fn push_instance(
         .await
         .map_err(ApiError::internal)?
     {
-        Some(_) => Ok(Json(load(&state, &lid, &id).await?)),
+        Some(delivered) => {
+            let mut event = p.event("instance.push", "instance", &id);
+            event.detail = Some(serde_json::json!({"lid": lid, "delivered": delivered}));
+            audit::record(&state, event).await;
+            Ok(Json(load(&state, &lid, &id).await?))
+        }
         None => Err(ApiError::conflict(format!(
             "instance {id} is being pushed by another run; try again"
         ))),

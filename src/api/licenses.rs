@@ -8,6 +8,7 @@ use charter_token::now;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::audit;
 use super::auth::{Action, Principal};
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, PageParams, Paged, check_slug};
@@ -239,7 +240,7 @@ async fn check(state: &AppState, l: &License, expiry_changed: bool, now: i64) ->
 }
 
 /// Lists licenses, filtered and a page at a time.
-#[utoipa::path(get, path = "/api/licenses", tag = "licenses", security(("basic" = [])), params(LicenseQuery),
+#[utoipa::path(get, path = "/api/licenses", tag = "licenses", security(("basic" = []), ("service_account" = [])), params(LicenseQuery),
     responses((status = 200, body = Paged<License>), (status = 400, body = charter_token::ErrorBody)))]
 async fn list_licenses(
     p: Principal,
@@ -276,7 +277,7 @@ async fn list_licenses(
 }
 
 /// Creates a license.
-#[utoipa::path(post, path = "/api/licenses", tag = "licenses", security(("basic" = [])), request_body = LicenseInput,
+#[utoipa::path(post, path = "/api/licenses", tag = "licenses", security(("basic" = []), ("service_account" = [])), request_body = LicenseInput,
     responses((status = 201, body = License), (status = 400, body = charter_token::ErrorBody),
               (status = 422, body = charter_token::ErrorBody)))]
 async fn create_license(
@@ -335,12 +336,13 @@ async fn create_license(
     }
     check(&state, &l, true, t).await?;
     state.store.insert_license(&l).await?;
+    audit::record(&state, p.event("license.create", "license", &l.lid)).await;
     tracing::info!(lid = %l.lid, by = p.name(), "license created");
     Ok((StatusCode::CREATED, Json(view(l, t))))
 }
 
 /// Gets a license.
-#[utoipa::path(get, path = "/api/licenses/{lid}", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/licenses/{lid}", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = License), (status = 404, body = charter_token::ErrorBody)))]
 async fn get_license(
@@ -353,7 +355,7 @@ async fn get_license(
 }
 
 /// Changes a license; the next token issued or renewed carries the change.
-#[utoipa::path(patch, path = "/api/licenses/{lid}", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(patch, path = "/api/licenses/{lid}", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)), request_body = LicenseInput,
     responses((status = 200, body = License), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody), (status = 409, body = charter_token::ErrorBody),
@@ -384,6 +386,7 @@ async fn update_license(
     check(&state, &l, expiry_changed, t).await?;
     l.updated_at = t;
     state.store.update_license(&l).await?;
+    audit::record(&state, p.event("license.update", "license", &l.lid)).await;
     tracing::info!(lid = %l.lid, by = p.name(), "license changed");
     Ok(Json(view(l, t)))
 }
@@ -409,6 +412,12 @@ async fn set_status(
         l.status = to;
         l.updated_at = t;
         state.store.update_license(&l).await?;
+        let action = match to {
+            LicenseStatus::Active => "license.resume",
+            LicenseStatus::Suspended => "license.suspend",
+            LicenseStatus::Revoked => "license.revoke",
+        };
+        audit::record(state, p.event(action, "license", &l.lid)).await;
         tracing::info!(lid = %l.lid, status = to.as_str(), by = p.name(), "license status changed");
         if to == LicenseStatus::Revoked {
             // Push-enabled instances get the removal delivered by the push job.
@@ -422,7 +431,7 @@ async fn set_status(
 }
 
 /// Suspends a license: renewals are refused until it is resumed.
-#[utoipa::path(post, path = "/api/licenses/{lid}/suspend", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/suspend", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = License), (status = 404, body = charter_token::ErrorBody),
               (status = 409, body = charter_token::ErrorBody)))]
@@ -435,7 +444,7 @@ async fn suspend_license(
 }
 
 /// Resumes a suspended license.
-#[utoipa::path(post, path = "/api/licenses/{lid}/resume", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/resume", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = License), (status = 404, body = charter_token::ErrorBody),
               (status = 409, body = charter_token::ErrorBody)))]
@@ -448,7 +457,7 @@ async fn resume_license(
 }
 
 /// Revokes a license, for good.
-#[utoipa::path(post, path = "/api/licenses/{lid}/revoke", tag = "licenses", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/revoke", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)),
     responses((status = 200, body = License), (status = 404, body = charter_token::ErrorBody)))]
 async fn revoke_license(

@@ -19,6 +19,8 @@ use crate::config::Config;
 use crate::db::Store;
 
 pub mod accounts;
+pub mod apikeys;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -26,6 +28,7 @@ pub mod instances;
 pub mod licenses;
 pub mod meta;
 pub mod products;
+pub mod serviceaccounts;
 pub mod tokens;
 
 pub use error::{ApiError, ApiResult};
@@ -46,6 +49,8 @@ pub struct AppState {
     pub sealer: Option<Arc<crate::sealed::Sealer>>,
     /// Set on SIGTERM while draining: health answers 503.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Failed authentications per client address.
+    pub auth_limiter: Arc<auth::AuthLimiter>,
 }
 
 #[derive(OpenApi)]
@@ -66,6 +71,10 @@ impl utoipa::Modify for Security {
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
         components.add_security_scheme(
+            "service_account",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
             "license_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
@@ -81,6 +90,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(licenses::router())
         .merge(instances::router())
         .merge(tokens::router())
+        .merge(serviceaccounts::router())
+        .merge(apikeys::router())
+        .merge(audit::router())
 }
 
 /// The OpenAPI document of the API.

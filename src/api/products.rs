@@ -6,6 +6,7 @@ use charter_token::now;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::audit;
 use super::auth::{Action, Principal};
 use super::extract::{Json, Path};
 use super::{ApiError, ApiResult, AppState, check_slug, check_text};
@@ -52,7 +53,7 @@ async fn load(state: &AppState, slug: &str) -> ApiResult<Product> {
 }
 
 /// Lists products.
-#[utoipa::path(get, path = "/api/products", tag = "products", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/products", tag = "products", security(("basic" = []), ("service_account" = [])),
     responses((status = 200, body = Vec<Product>), (status = 401, body = charter_token::ErrorBody)))]
 async fn list_products(
     p: Principal,
@@ -63,7 +64,7 @@ async fn list_products(
 }
 
 /// Creates a product.
-#[utoipa::path(post, path = "/api/products", tag = "products", security(("basic" = [])), request_body = NewProduct,
+#[utoipa::path(post, path = "/api/products", tag = "products", security(("basic" = []), ("service_account" = [])), request_body = NewProduct,
     responses((status = 201, body = Product), (status = 400, body = charter_token::ErrorBody),
               (status = 409, body = charter_token::ErrorBody)))]
 async fn create_product(
@@ -84,12 +85,13 @@ async fn create_product(
         updated_at: t,
     };
     state.store.insert_product(&product).await?;
+    audit::record(&state, p.event("product.create", "product", &product.slug)).await;
     tracing::info!(product = %product.slug, by = p.name(), "product created");
     Ok((StatusCode::CREATED, Json(product)))
 }
 
 /// Gets a product.
-#[utoipa::path(get, path = "/api/products/{slug}", tag = "products", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/products/{slug}", tag = "products", security(("basic" = []), ("service_account" = [])),
     params(("slug" = String, Path)),
     responses((status = 200, body = Product), (status = 404, body = charter_token::ErrorBody)))]
 async fn get_product(
@@ -102,7 +104,7 @@ async fn get_product(
 }
 
 /// Changes a product's name or features.
-#[utoipa::path(patch, path = "/api/products/{slug}", tag = "products", security(("basic" = [])),
+#[utoipa::path(patch, path = "/api/products/{slug}", tag = "products", security(("basic" = []), ("service_account" = [])),
     params(("slug" = String, Path)), request_body = ProductPatch,
     responses((status = 200, body = Product), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody)))]
@@ -124,6 +126,7 @@ async fn update_product(
     }
     product.updated_at = now();
     state.store.update_product(&product).await?;
+    audit::record(&state, p.event("product.update", "product", &product.slug)).await;
     Ok(Json(product))
 }
 

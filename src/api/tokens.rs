@@ -8,10 +8,12 @@ use charter_token::{DAY, RenewRequest, TokenResponse, VerifyError, now};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::auth::{Action, Principal};
+use super::auth::{Action, ClientIp, Principal};
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, PageParams, Paged, accounts, instances, licenses};
-use crate::domain::{RenewRefusal, TokenReason, TokenRecord, check_renewable};
+use crate::domain::{
+    ActorKind, AuditEvent, RenewRefusal, TokenReason, TokenRecord, check_renewable,
+};
 use crate::issuance::{self, IssueError};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -37,7 +39,7 @@ impl From<IssueError> for ApiError {
 }
 
 /// Issues a token for an instance, binding it if there is room.
-#[utoipa::path(post, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = [])),
+#[utoipa::path(post, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path)), request_body = IssueRequest,
     responses((status = 201, body = TokenResponse), (status = 400, body = charter_token::ErrorBody),
               (status = 404, body = charter_token::ErrorBody),
@@ -70,15 +72,23 @@ async fn issue_token(
         renewed_from: None,
         usage: None,
     };
-    let (token, claims) =
-        issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t).await?;
+    let event = p.event("token.issue", "token", "");
+    let (token, claims) = issuance::issue_audited(
+        &*state.store,
+        &state.keys,
+        &state.config.public_url,
+        req,
+        t,
+        Some(event),
+    )
+    .await?;
     state.metrics.token_issued("issue");
     tracing::info!(lid = %lid, instance = %url, jti = %claims.jti, by = p.name(), "token issued");
     Ok((StatusCode::CREATED, Json(TokenResponse { token, claims })))
 }
 
 /// The tokens issued for a license, newest first.
-#[utoipa::path(get, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = [])),
+#[utoipa::path(get, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), PageParams),
     responses((status = 200, body = Paged<TokenRecord>), (status = 404, body = charter_token::ErrorBody)))]
 async fn list_tokens(
@@ -129,10 +139,11 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
               (status = 422, description = "instance not bound to the license", body = charter_token::ErrorBody)))]
 async fn renew(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<TokenResponse>> {
-    match renew_inner(&state, &headers, &body).await {
+    match renew_inner(&state, ip, &headers, &body).await {
         Ok(answer) => {
             state.metrics.token_issued("renew");
             Ok(answer)
@@ -148,6 +159,7 @@ async fn renew(
 /// The renewal, with the reason of a refusal for the metrics.
 async fn renew_inner(
     state: &AppState,
+    ip: Option<std::net::IpAddr>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Json<TokenResponse>, (&'static str, ApiError)> {
@@ -239,10 +251,28 @@ async fn renew_inner(
         renewed_from: Some(old.jti.clone()),
         usage,
     };
-    let (token, claims) =
-        issuance::issue(&*state.store, &state.keys, &state.config.public_url, req, t)
-            .await
-            .map_err(|e| ("error", ApiError::from(e)))?;
+    // The instance is the actor: it proved itself with its current token.
+    let event = AuditEvent {
+        id: 0,
+        at: t,
+        actor_kind: ActorKind::Instance,
+        actor: old.sub.clone(),
+        action: "token.renew".into(),
+        target_type: "token".into(),
+        target_id: String::new(),
+        ip: ip.map(|ip| ip.to_string()),
+        detail: None,
+    };
+    let (token, claims) = issuance::issue_audited(
+        &*state.store,
+        &state.keys,
+        &state.config.public_url,
+        req,
+        t,
+        Some(event),
+    )
+    .await
+    .map_err(|e| ("error", ApiError::from(e)))?;
     tracing::info!(lid = %claims.lid, instance = %claims.sub, jti = %claims.jti, "token renewed");
     Ok(Json(TokenResponse { token, claims }))
 }

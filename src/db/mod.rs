@@ -5,7 +5,10 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{Account, Instance, License, LicenseFilter, Page, Product, TokenRecord};
+use crate::domain::{
+    Account, AuditEvent, AuditFilter, Instance, License, LicenseFilter, Page, Product, Role,
+    SaToken, ServiceAccount, TokenRecord,
+};
 
 mod postgres;
 mod sqlite;
@@ -76,7 +79,7 @@ pub struct PoolStatus {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccessStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// A round trip to the database.
@@ -108,7 +111,16 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_instance(&self, lid: &str, id: &str) -> Result<bool>;
 
     /// Records a token and the instance update in one transaction.
-    async fn record_issuance(&self, issuance: &Issuance) -> Result<Recorded>;
+    async fn record_issuance(&self, issuance: &Issuance) -> Result<Recorded> {
+        self.record_issuance_audited(issuance, None).await
+    }
+    /// [`Store::record_issuance`], writing `audit` in the same transaction
+    /// (only when a new token is recorded, not for an idempotent retry).
+    async fn record_issuance_audited(
+        &self,
+        issuance: &Issuance,
+        audit: Option<&AuditEvent>,
+    ) -> Result<Recorded>;
     async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)>;
 
     /// Leases up to `limit` instances whose push is due (push enabled, license
@@ -152,6 +164,55 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
     /// Sets it unless present; returns the value that is stored afterwards.
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+}
+
+/// Service accounts, their tokens, and the audit trail.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Creates a service account (409 [`StoreError::Conflict`] when the name
+    /// or login is taken); returns it with its id.
+    async fn insert_service_account(
+        &self,
+        name: &str,
+        login: &str,
+        role: Role,
+        is_disabled: bool,
+        now: i64,
+    ) -> Result<ServiceAccount>;
+    async fn get_service_account(&self, id: i64) -> Result<Option<ServiceAccount>>;
+    /// Accounts whose name or login contains `query` (case-insensitive), by name.
+    async fn search_service_accounts(
+        &self,
+        query: &str,
+        page: Page,
+    ) -> Result<(Vec<ServiceAccount>, i64)>;
+    async fn update_service_account(&self, sa: &ServiceAccount) -> Result<()>;
+    /// Deletes it and its tokens. False when it did not exist.
+    async fn delete_service_account(&self, id: i64) -> Result<bool>;
+
+    /// Stores a token by the SHA-256 of its secret (409 when the account
+    /// already has a token of that name).
+    async fn insert_sa_token(
+        &self,
+        service_account_id: i64,
+        name: &str,
+        hash: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<SaToken>;
+    async fn list_sa_tokens(&self, service_account_id: i64) -> Result<Vec<SaToken>>;
+    /// Deletes a token; of that account when `service_account_id` is given.
+    /// False when there was none.
+    async fn delete_sa_token(&self, service_account_id: Option<i64>, id: i64) -> Result<bool>;
+    /// The token with this hash and its account, for authentication.
+    async fn find_sa_token(&self, hash: &str) -> Result<Option<(SaToken, ServiceAccount)>>;
+    /// Every token with its account's role (the legacy API keys view),
+    /// expired ones only when `include_expired`.
+    async fn list_api_keys(&self, include_expired: bool, now: i64) -> Result<Vec<(SaToken, Role)>>;
+
+    async fn insert_audit(&self, event: &AuditEvent) -> Result<()>;
+    /// Newest first.
+    async fn list_audit(&self, f: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (or a bare path

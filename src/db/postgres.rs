@@ -11,10 +11,13 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use super::{Issuance, PUSH_DUE, PoolStatus, PushJob, Recorded, Result, Store, StoreError};
+use crate::domain::AuditEvent;
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
     TokenRecord,
 };
+
+mod access;
 
 mod embedded {
     refinery::embed_migrations!("sql/postgres");
@@ -559,7 +562,11 @@ impl Store for PgStore {
             > 0)
     }
 
-    async fn record_issuance(&self, is: &Issuance) -> Result<Recorded> {
+    async fn record_issuance_audited(
+        &self,
+        is: &Issuance,
+        audit: Option<&AuditEvent>,
+    ) -> Result<Recorded> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         if is.bind {
@@ -607,6 +614,9 @@ impl Store for PgStore {
             ],
         )
         .await?;
+        if let Some(a) = audit {
+            access::insert_audit(&tx, a).await?;
+        }
         tx.commit().await?;
         Ok(Recorded::New)
     }

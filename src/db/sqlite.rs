@@ -9,10 +9,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Issuance, PUSH_DUE, PoolStatus, PushJob, Recorded, Result, Store, StoreError};
+use crate::domain::AuditEvent;
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
     TokenRecord,
 };
+
+mod access;
 
 mod embedded {
     refinery::embed_migrations!("sql/sqlite");
@@ -578,8 +581,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_issuance(&self, is: &Issuance) -> Result<Recorded> {
+    async fn record_issuance_audited(
+        &self,
+        is: &Issuance,
+        audit: Option<&AuditEvent>,
+    ) -> Result<Recorded> {
         let is = is.clone();
+        let audit = audit.cloned();
         self.call(move |c| {
             // IMMEDIATE: take the write lock first, so the idempotency check
             // and the insert see the same state.
@@ -607,6 +615,9 @@ impl Store for SqliteStore {
                 &format!("INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![t.jti, t.lid, t.instance_id, t.kid, t.iat, t.nbf, t.exp, t.reason.as_str(), t.renewed_from, t.token],
             )?;
+            if let Some(a) = &audit {
+                access::insert_audit(&tx, a)?;
+            }
             tx.commit()?;
             Ok(Recorded::New)
         })

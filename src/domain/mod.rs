@@ -2,8 +2,11 @@
 //! and the rules that turn a license into claims. Plain types and functions,
 //! testable without a server or a database.
 
+mod access;
 mod license;
 mod types;
+
+pub use access::*;
 
 pub use license::{RenewRefusal, check_renewable, claims_for, license_state};
 pub use types::*;

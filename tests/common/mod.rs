@@ -253,3 +253,65 @@ macro_rules! both_stores {
         }
     };
 }
+
+/// How a test request authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    /// The server admin (HTTP Basic).
+    Admin,
+    Basic(String, String),
+    /// `Authorization: Bearer <token>` (a service-account token).
+    Bearer(String),
+}
+
+impl TestApp {
+    /// A request with the given credentials.
+    pub fn request(
+        &self,
+        auth: &Auth,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.url(path));
+        match auth {
+            Auth::None => req,
+            Auth::Admin => req.basic_auth(ADMIN.0, Some(ADMIN.1)),
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => req.bearer_auth(t),
+        }
+    }
+
+    /// Sends a request with the given credentials and optional JSON body.
+    pub async fn call(
+        &self,
+        auth: &Auth,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.request(auth, method, path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        send(req).await
+    }
+
+    /// Creates (as the server admin) a service account with `role` and a
+    /// token for it; returns the account's id and the token.
+    pub async fn service_account(&self, name: &str, role: &str) -> (i64, String) {
+        let (s, sa) = self
+            .post("/api/serviceaccounts", json!({"name": name, "role": role}))
+            .await;
+        assert_eq!(s, 201, "service account: {sa}");
+        let id = sa["id"].as_i64().expect("id");
+        let (s, token) = self
+            .post(
+                &format!("/api/serviceaccounts/{id}/tokens"),
+                json!({"name": format!("{name}-token")}),
+            )
+            .await;
+        assert_eq!(s, 200, "token: {token}");
+        (id, token["key"].as_str().expect("key").to_string())
+    }
+}

@@ -23,7 +23,9 @@ impl Drop for Proc {
 impl Proc {
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -71,8 +73,18 @@ fn spawn(mut cmd: Command, dir: &Path) -> Proc {
     while Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
             if line.contains("listening") && line.contains("addr=") {
-                let addr = line.rsplit("addr=").next().expect("addr").trim().trim_matches('"').to_string();
-                return Proc { child, base: format!("http://{addr}/"), log: rx };
+                let addr = line
+                    .rsplit("addr=")
+                    .next()
+                    .expect("addr")
+                    .trim()
+                    .trim_matches('"')
+                    .to_string();
+                return Proc {
+                    child,
+                    base: format!("http://{addr}/"),
+                    log: rx,
+                };
             }
             seen.push_str(&line);
             seen.push('\n');
@@ -82,6 +94,7 @@ fn spawn(mut cmd: Command, dir: &Path) -> Proc {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("charter did not start:\n{seen}");
 }
 
@@ -140,11 +153,16 @@ pub struct Portal {
 
 impl Portal {
     pub fn new(base: &str) -> Portal {
-        Portal { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+        Portal {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
     }
 
     fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(m, format!("{}{path}", self.base)).basic_auth(super::ADMIN.0, Some(super::ADMIN.1))
+        self.http
+            .request(m, format!("{}{path}", self.base))
+            .basic_auth(super::ADMIN.0, Some(super::ADMIN.1))
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
@@ -166,7 +184,12 @@ impl Portal {
             .await;
         assert!(s == 201 || s == 409);
         let slug = format!("acme-{}", uuid::Uuid::new_v4().simple());
-        let (s, account) = self.post("/api/accounts", serde_json::json!({"company": "Acme", "slug": slug})).await;
+        let (s, account) = self
+            .post(
+                "/api/accounts",
+                serde_json::json!({"company": "Acme", "slug": slug}),
+            )
+            .await;
         assert_eq!(s, 201, "{account}");
         let mut body = serde_json::json!({"account_id": account["id"], "products": ["grafana-enterprise"],
             "expires_at": "2099-01-01T00:00:00Z", "features": ["reporting"], "included_users": 10});

@@ -1,0 +1,81 @@
+//! The audit trail: [`record`] writes an event for a change, `GET /api/audit`
+//! lists them, filtered and a page at a time.
+
+use axum::extract::State;
+use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::{Action, Principal};
+use super::extract::{Json, Query};
+use super::{ApiError, ApiResult, AppState, PageParams, Paged};
+use crate::domain::{AuditEvent, AuditFilter, rfc3339};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit))
+}
+
+/// Writes an audit event for a change already made. The change stands even
+/// if this fails (it is logged), since the caller's request succeeded.
+pub async fn record(state: &AppState, event: AuditEvent) {
+    if let Err(e) = state.store.insert_audit(&event).await {
+        tracing::error!(error = %e, action = %event.action, target = %event.target_id, "cannot write audit event");
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Who: an admin's user name, a service account's login, or an instance URL.
+    pub actor: Option<String>,
+    /// e.g. `license.revoke`.
+    pub action: Option<String>,
+    /// e.g. `license`.
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    pub until: Option<String>,
+    pub page: Option<i64>,
+    pub per_page: Option<i64>,
+}
+
+fn short(field: &str, v: Option<String>) -> ApiResult<Option<String>> {
+    match v {
+        Some(s) if s.len() > 1000 => Err(ApiError::field(field, "at most 1000 characters")),
+        v => Ok(v),
+    }
+}
+
+fn time(field: &str, v: Option<String>) -> ApiResult<Option<i64>> {
+    v.map(|s| rfc3339::parse(&s).map_err(|e| ApiError::field(field, e)))
+        .transpose()
+}
+
+/// The audit trail, newest first.
+#[utoipa::path(get, path = "/api/audit", tag = "access", security(("basic" = []), ("service_account" = [])),
+    params(AuditQuery),
+    responses((status = 200, body = Paged<AuditEvent>), (status = 400, body = charter_token::ErrorBody),
+              (status = 401, body = charter_token::ErrorBody), (status = 403, body = charter_token::ErrorBody)))]
+async fn list_audit(
+    p: Principal,
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Paged<AuditEvent>>> {
+    p.require(Action::AuditRead)?;
+    let page = PageParams {
+        page: q.page,
+        per_page: q.per_page,
+    }
+    .page()?;
+    let filter = AuditFilter {
+        actor: short("actor", q.actor)?,
+        action: short("action", q.action)?,
+        target_type: short("target_type", q.target_type)?,
+        target_id: short("target_id", q.target_id)?,
+        since: time("since", q.since)?,
+        until: time("until", q.until)?,
+    };
+    let (items, total) = state.store.list_audit(&filter, page).await?;
+    Ok(Json(Paged::new(items, total, page)))
+}

@@ -1,0 +1,429 @@
+//! `/api/serviceaccounts`: service accounts and their tokens, with Grafana's
+//! paths and field names. A token is shown once, at creation; only its
+//! SHA-256 is kept.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use charter_token::now;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::audit;
+use super::auth::{self, Action, Principal};
+use super::extract::{Json, Path, Query};
+use super::{ApiError, ApiResult, AppState, check_text};
+use crate::domain::{Page, Role, SaToken, ServiceAccount, rfc3339};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_service_account))
+        .routes(routes!(search_service_accounts))
+        .routes(routes!(
+            get_service_account,
+            update_service_account,
+            delete_service_account
+        ))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(delete_token))
+}
+
+/// A service account as Grafana shows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountDto {
+    pub id: i64,
+    pub name: String,
+    pub login: String,
+    pub org_id: i64,
+    pub is_disabled: bool,
+    pub role: Role,
+    /// How many tokens it has.
+    pub tokens: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: String,
+}
+
+impl From<ServiceAccount> for ServiceAccountDto {
+    fn from(sa: ServiceAccount) -> Self {
+        ServiceAccountDto {
+            id: sa.id,
+            name: sa.name,
+            login: sa.login,
+            org_id: 1,
+            is_disabled: sa.is_disabled,
+            role: sa.role,
+            tokens: sa.tokens,
+            created_at: rfc3339::format(sa.created_at),
+            updated_at: rfc3339::format(sa.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewServiceAccount {
+    pub name: String,
+    /// `Viewer` (default), `Editor` or `Admin`.
+    pub role: Option<String>,
+    #[serde(default)]
+    pub is_disabled: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountPatch {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub is_disabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SearchQuery {
+    /// Part of the name or login (case-insensitive).
+    pub query: Option<String>,
+    /// 1-based; default 1.
+    pub page: Option<i64>,
+    /// Default 1000.
+    pub perpage: Option<i64>,
+}
+
+/// `GET /api/serviceaccounts/search`, as Grafana answers it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchResult {
+    pub total_count: i64,
+    pub service_accounts: Vec<ServiceAccountDto>,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewToken {
+    pub name: String,
+    /// Lifetime in seconds; absent or 0 for a token that does not expire.
+    pub seconds_to_live: Option<i64>,
+}
+
+/// A new token: `key` is shown only in this answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    pub id: i64,
+    pub name: String,
+    /// `chr_sa_...`: send as `Authorization: Bearer <key>`.
+    pub key: String,
+}
+
+/// A token as listed (never its secret).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenDto {
+    pub id: i64,
+    pub name: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: String,
+    /// Not tracked: always null.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expiration: Option<String>,
+    /// 0 when the token does not expire or has expired.
+    pub seconds_until_expiration: i64,
+    pub has_expired: bool,
+}
+
+impl TokenDto {
+    fn new(t: SaToken, now: i64) -> Self {
+        TokenDto {
+            id: t.id,
+            name: t.name.clone(),
+            created: rfc3339::format(t.created_at),
+            last_used_at: None,
+            expiration: t.expires_at.map(rfc3339::format),
+            seconds_until_expiration: t.expires_at.map_or(0, |e| (e - now).max(0)),
+            has_expired: t.has_expired(now),
+        }
+    }
+}
+
+/// `{"message": ...}` answers of Grafana's deletes and updates.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Message {
+    pub message: String,
+}
+
+/// Parses a numeric id from the path, or a 400 naming it.
+pub fn parse_id(field: &str, s: &str) -> ApiResult<i64> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::field(field, format!("{s:?} is not a positive integer")))
+}
+
+fn parse_role(s: &str) -> ApiResult<Role> {
+    Role::parse(s).ok_or_else(|| ApiError::field("role", "must be Viewer, Editor or Admin"))
+}
+
+/// Grafana's login for a name: `sa-` and the name in lower case, dashed.
+fn login_for(name: &str) -> String {
+    let slug: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("sa-{slug}")
+}
+
+async fn load(state: &AppState, id: &str) -> ApiResult<ServiceAccount> {
+    let id = parse_id("id", id)?;
+    state
+        .store
+        .get_service_account(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("service account {id} not found")))
+}
+
+/// Creates a service account.
+#[utoipa::path(post, path = "/api/serviceaccounts", tag = "access", security(("basic" = []), ("service_account" = [])),
+    request_body = NewServiceAccount,
+    responses((status = 201, body = ServiceAccountDto), (status = 400, body = charter_token::ErrorBody),
+              (status = 403, body = charter_token::ErrorBody), (status = 409, body = charter_token::ErrorBody)))]
+async fn create_service_account(
+    p: Principal,
+    State(state): State<AppState>,
+    Json(body): Json<NewServiceAccount>,
+) -> ApiResult<(StatusCode, Json<ServiceAccountDto>)> {
+    p.require(Action::ServiceAccountsWrite)?;
+    check_text("name", &body.name, 190)?;
+    let role = body.role.as_deref().map_or(Ok(Role::Viewer), parse_role)?;
+    let name = body.name.trim();
+    let sa = state
+        .store
+        .insert_service_account(name, &login_for(name), role, body.is_disabled, now())
+        .await?;
+    let mut event = p.event("serviceaccount.create", "serviceaccount", sa.id.to_string());
+    event.detail =
+        Some(json!({"login": sa.login, "role": role.as_str(), "isDisabled": sa.is_disabled}));
+    audit::record(&state, event).await;
+    tracing::info!(service_account = %sa.login, role = role.as_str(), by = p.name(), "service account created");
+    Ok((StatusCode::CREATED, Json(sa.into())))
+}
+
+/// Searches service accounts by name or login, a page at a time.
+#[utoipa::path(get, path = "/api/serviceaccounts/search", tag = "access", security(("basic" = []), ("service_account" = [])),
+    params(SearchQuery),
+    responses((status = 200, body = SearchResult), (status = 400, body = charter_token::ErrorBody),
+              (status = 403, body = charter_token::ErrorBody)))]
+async fn search_service_accounts(
+    p: Principal,
+    State(state): State<AppState>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<Json<SearchResult>> {
+    p.require(Action::ServiceAccountsRead)?;
+    let page = q.page.unwrap_or(1);
+    let per_page = q.perpage.unwrap_or(1000);
+    if !(1..=1_000_000).contains(&page) {
+        return Err(ApiError::field("page", "must be between 1 and 1000000"));
+    }
+    if !(1..=1000).contains(&per_page) {
+        return Err(ApiError::field("perpage", "must be between 1 and 1000"));
+    }
+    let query = q.query.unwrap_or_default();
+    if query.len() > 190 {
+        return Err(ApiError::field("query", "at most 190 characters"));
+    }
+    let (items, total) = state
+        .store
+        .search_service_accounts(&query, Page { page, per_page })
+        .await?;
+    Ok(Json(SearchResult {
+        total_count: total,
+        service_accounts: items.into_iter().map(Into::into).collect(),
+        page,
+        per_page,
+    }))
+}
+
+/// Gets a service account.
+#[utoipa::path(get, path = "/api/serviceaccounts/{id}", tag = "access", security(("basic" = []), ("service_account" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = ServiceAccountDto), (status = 404, body = charter_token::ErrorBody)))]
+async fn get_service_account(
+    p: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ServiceAccountDto>> {
+    p.require(Action::ServiceAccountsRead)?;
+    Ok(Json(load(&state, &id).await?.into()))
+}
+
+/// Changes a service account's name, role or whether it is disabled.
+#[utoipa::path(patch, path = "/api/serviceaccounts/{id}", tag = "access", security(("basic" = []), ("service_account" = [])),
+    params(("id" = i64, Path)), request_body = ServiceAccountPatch,
+    responses((status = 200, description = "`{id, name, serviceaccount, message}`"),
+              (status = 400, body = charter_token::ErrorBody), (status = 404, body = charter_token::ErrorBody),
+              (status = 409, body = charter_token::ErrorBody)))]
+async fn update_service_account(
+    p: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<ServiceAccountPatch>,
+) -> ApiResult<Json<serde_json::Value>> {
+    p.require(Action::ServiceAccountsWrite)?;
+    let mut sa = load(&state, &id).await?;
+    if let Some(name) = body.name {
+        check_text("name", &name, 190)?;
+        sa.name = name.trim().to_string();
+        sa.login = login_for(&sa.name);
+    }
+    if let Some(role) = body.role {
+        sa.role = parse_role(&role)?;
+    }
+    if let Some(d) = body.is_disabled {
+        sa.is_disabled = d;
+    }
+    sa.updated_at = now();
+    state.store.update_service_account(&sa).await?;
+    let mut event = p.event("serviceaccount.update", "serviceaccount", sa.id.to_string());
+    event.detail =
+        Some(json!({"login": sa.login, "role": sa.role.as_str(), "isDisabled": sa.is_disabled}));
+    audit::record(&state, event).await;
+    let dto = ServiceAccountDto::from(sa);
+    Ok(Json(json!({
+        "id": dto.id,
+        "name": dto.name,
+        "serviceaccount": dto,
+        "message": "Service account updated",
+    })))
+}
+
+/// Deletes a service account and its tokens.
+#[utoipa::path(delete, path = "/api/serviceaccounts/{id}", tag = "access", security(("basic" = []), ("service_account" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Message), (status = 404, body = charter_token::ErrorBody)))]
+async fn delete_service_account(
+    p: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Message>> {
+    p.require(Action::ServiceAccountsDelete)?;
+    let sa = load(&state, &id).await?;
+    if !state.store.delete_service_account(sa.id).await? {
+        return Err(ApiError::not_found(format!(
+            "service account {} not found",
+            sa.id
+        )));
+    }
+    let mut event = p.event("serviceaccount.delete", "serviceaccount", sa.id.to_string());
+    event.detail = Some(json!({"login": sa.login}));
+    audit::record(&state, event).await;
+    tracing::info!(service_account = %sa.login, by = p.name(), "service account deleted");
+    Ok(Json(Message {
+        message: "Service account deleted".into(),
+    }))
+}
+
+/// Lists a service account's tokens (never their secrets).
+#[utoipa::path(get, path = "/api/serviceaccounts/{id}/tokens", tag = "access", security(("basic" = []), ("service_account" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<TokenDto>), (status = 404, body = charter_token::ErrorBody)))]
+async fn list_tokens(
+    p: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<TokenDto>>> {
+    p.require(Action::ServiceAccountsRead)?;
+    let sa = load(&state, &id).await?;
+    let t = now();
+    let tokens = state.store.list_sa_tokens(sa.id).await?;
+    Ok(Json(
+        tokens.into_iter().map(|k| TokenDto::new(k, t)).collect(),
+    ))
+}
+
+/// Longest `secondsToLive`: ten years.
+const MAX_SECONDS_TO_LIVE: i64 = 10 * 365 * 86_400;
+
+/// Creates a token for a service account; its `key` is shown only now.
+#[utoipa::path(post, path = "/api/serviceaccounts/{id}/tokens", tag = "access", security(("basic" = []), ("service_account" = [])),
+    params(("id" = i64, Path)), request_body = NewToken,
+    responses((status = 200, body = CreatedToken), (status = 400, body = charter_token::ErrorBody),
+              (status = 404, body = charter_token::ErrorBody), (status = 409, body = charter_token::ErrorBody)))]
+async fn create_token(
+    p: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<NewToken>,
+) -> ApiResult<Json<CreatedToken>> {
+    p.require(Action::ServiceAccountsWrite)?;
+    let sa = load(&state, &id).await?;
+    check_text("name", &body.name, 190)?;
+    let ttl = body.seconds_to_live.unwrap_or(0);
+    if !(0..=MAX_SECONDS_TO_LIVE).contains(&ttl) {
+        return Err(ApiError::field(
+            "secondsToLive",
+            format!("must be between 0 (no expiry) and {MAX_SECONDS_TO_LIVE}"),
+        ));
+    }
+    let t = now();
+    let expires_at = (ttl > 0).then(|| t + ttl);
+    let (key, hash) = auth::new_sa_token()?;
+    let token = state
+        .store
+        .insert_sa_token(sa.id, body.name.trim(), &hash, t, expires_at)
+        .await?;
+    let mut event = p.event(
+        "serviceaccount.token.create",
+        "serviceaccount_token",
+        token.id.to_string(),
+    );
+    event.detail =
+        Some(json!({"serviceAccountId": sa.id, "name": token.name, "secondsToLive": ttl}));
+    audit::record(&state, event).await;
+    tracing::info!(service_account = %sa.login, token = token.id, by = p.name(), "service account token created");
+    Ok(Json(CreatedToken {
+        id: token.id,
+        name: token.name,
+        key,
+    }))
+}
+
+/// Deletes a service account's token; it is refused at once.
+#[utoipa::path(delete, path = "/api/serviceaccounts/{id}/tokens/{tokenId}", tag = "access", security(("basic" = []), ("service_account" = [])),
+    params(("id" = i64, Path), ("tokenId" = i64, Path)),
+    responses((status = 200, body = Message), (status = 404, body = charter_token::ErrorBody)))]
+async fn delete_token(
+    p: Principal,
+    State(state): State<AppState>,
+    Path((id, token_id)): Path<(String, String)>,
+) -> ApiResult<Json<Message>> {
+    p.require(Action::ServiceAccountsWrite)?;
+    let sa = load(&state, &id).await?;
+    let token_id = parse_id("tokenId", &token_id)?;
+    if !state.store.delete_sa_token(Some(sa.id), token_id).await? {
+        return Err(ApiError::not_found(format!(
+            "token {token_id} of service account {} not found",
+            sa.id
+        )));
+    }
+    let mut event = p.event(
+        "serviceaccount.token.delete",
+        "serviceaccount_token",
+        token_id.to_string(),
+    );
+    event.detail = Some(json!({"serviceAccountId": sa.id}));
+    audit::record(&state, event).await;
+    tracing::info!(service_account = %sa.login, token = token_id, by = p.name(), "service account token deleted");
+    Ok(Json(Message {
+        message: "Service account token deleted".into(),
+    }))
+}
