@@ -13,6 +13,10 @@ use crate::keys::{KeyAlg, KeySet};
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
+/// Documents read by [`KeySet::verify_payload`] longer than this are refused
+/// before any parsing (a revocation list grows with every revoked license).
+pub const MAX_DOCUMENT_LEN: usize = 2 * 1024 * 1024;
+
 /// Why a token was refused. Each variant is a distinct, stable reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
@@ -60,6 +64,9 @@ impl KeySet {
     /// Verifies the signature only, with no time checks (for `inspect`-like
     /// callers and for the renewal grace, via [`check_times`]).
     pub fn verify_signature(&self, token: &str) -> Result<Claims, VerifyError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(VerifyError::TooLarge);
+        }
         self.verify_payload(token)
     }
 
@@ -67,8 +74,9 @@ impl KeySet {
     /// (algorithm bound to the `kid`), then reads the payload as any JSON
     /// type `T`: for other documents the issuer signs like tokens, such as
     /// the revocation list. No claim (`exp`, `nbf`) is checked.
+    /// Refused with [`VerifyError::TooLarge`] above [`MAX_DOCUMENT_LEN`].
     pub fn verify_payload<T: DeserializeOwned>(&self, token: &str) -> Result<T, VerifyError> {
-        if token.len() > MAX_TOKEN_LEN {
+        if token.len() > MAX_DOCUMENT_LEN {
             return Err(VerifyError::TooLarge);
         }
         let (header, body_ok) = parse_header(token)?;
