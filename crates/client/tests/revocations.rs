@@ -238,6 +238,9 @@ async fn a_license_not_on_the_list_stays_valid() {
     );
 }
 
+/// Whether a refusal is the one expected.
+type Expect = fn(&RevocationError) -> bool;
+
 #[tokio::test]
 async fn bad_lists_are_ignored_and_the_last_good_one_kept() {
     let (url, issuer, _server) = issuer().await;
@@ -265,7 +268,7 @@ async fn bad_lists_are_ignored_and_the_last_good_one_kept() {
         URL_SAFE_NO_PAD
             .encode(json!({"iat": NOW - 10, "exp": NOW + 3590, "revoked": ["lic-1"]}).to_string())
     );
-    let cases: Vec<(&str, Value, fn(&RevocationError) -> bool)> = vec![
+    let cases: Vec<(&str, Value, Expect)> = vec![
         ("unknown key", answer(&list(&attacker(), &["lic-1"])), |e| {
             matches!(e, RevocationError::BadSignature(VerifyError::UnknownKey(_)))
         }),
