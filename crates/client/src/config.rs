@@ -1,5 +1,6 @@
 //! How a [`crate::LicenseManager`] is set up: [`ManagerConfig`] (keys,
-//! store, issuer, hooks, clock) and [`RenewalConfig`] (timings).
+//! store, issuer, hooks, clock, revocation polling) and [`RenewalConfig`]
+//! (timings).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +19,19 @@ pub struct ManagerConfig {
     /// The vendor's public keys, pinned at start; never removed by a refresh.
     pub keys: KeySet,
     pub store: Arc<dyn TokenStore>,
-    /// The issuer's base URL (renewal, JWKS); `None` disables both.
+    /// The issuer's base URL (renewal, JWKS, revocations); `None` disables them.
     pub issuer: Option<String>,
     /// Where to refresh keys from; default `<issuer>/.well-known/jwks.json`.
     pub jwks_url: Option<String>,
     /// At most one JWKS fetch per this interval (unknown `kid`s are attacker-chosen).
     pub jwks_min_interval: Duration,
+    /// Where to poll the signed revocation list; default
+    /// `<issuer>/api/revocations`.
+    pub revocations_url: Option<String>,
+    /// How often [`crate::LicenseManager::tick`] polls the revocation list
+    /// (default 10 minutes); after a failed poll it retries sooner
+    /// (`renewal.backoff_base`, if shorter).
+    pub revocations_interval: Duration,
     /// The license the host ships with (Consul's DELETE falls back to it).
     pub builtin_license: Option<String>,
     /// The host's usage, sent with each renewal and checked by Redis' PUT.
@@ -66,6 +74,8 @@ impl ManagerConfig {
             issuer: None,
             jwks_url: None,
             jwks_min_interval: Duration::from_secs(300),
+            revocations_url: None,
+            revocations_interval: Duration::from_secs(600),
             builtin_license: None,
             usage: Arc::new(NoUsage),
             clock: Arc::new(SystemClock),

@@ -14,6 +14,9 @@
 //! - Renewal: [`LicenseManager::spawn_background`] renews when due
 //!   (`iat + update_days`) through the issuer's `POST /api/tokens/renew`,
 //!   with exponential backoff and jitter; [`LicenseManager::renew_now`] asks at once.
+//! - Revocations: [`LicenseManager::tick`] polls the issuer's signed
+//!   `GET /api/revocations` every [`ManagerConfig::revocations_interval`]
+//!   (and [`LicenseManager::refresh_revocations`] at once); see below.
 //! - Hooks: [`Authorizer`] (default [`BasicAuth`]), [`UsageSource`], and the
 //!   built-in license ([`ManagerConfig::builtin_license`]).
 //! - Routers: [`api::grafana`], [`api::consul`], [`api::redis`], or
@@ -39,7 +42,8 @@
 //!
 //! Grafana's `status`: 0 NotLoaded (store not read yet), 1 Valid, 2 Loaded
 //! (held but not judged: its key is unknown and the JWKS could not supply it,
-//! or `nbf` is in the future), 3 Invalid (malformed, bad signature), 4
+//! or `nbf` is in the future), 3 Invalid (malformed, bad signature, or
+//! revoked: see below), 4
 //! NotFound, 5 Expired, 6 InvalidSubject (`sub` does not match the root URL;
 //! `sub` may be a glob such as `https://*.example.com/`).
 //!
@@ -50,6 +54,21 @@
 //! [`manager::ROLLBACK_TOLERANCE_SECS`] earlier, it reports
 //! [`Warning::ClockRollback`] and judges the token at the latest time seen, so
 //! an expired token does not become valid again.
+//!
+//! # Revocations
+//!
+//! With an issuer configured, the manager polls `<issuer>/api/revocations`
+//! at start and every [`ManagerConfig::revocations_interval`] (10 minutes by
+//! default). Only the signed list counts: its signature must check against
+//! the key set (JWKS refreshed on an unknown `kid`), it must not have expired
+//! (`exp`, an hour after the issuer signed it) nor be older than the list
+//! held; anything else is ignored and the last good list stays in force. The
+//! last good list is kept in the store (`license.revoked` for [`FileStore`])
+//! and read back at start, so a restart without the issuer still remembers.
+//! A token whose `lid` is on it is status 3 Invalid with the reason "license
+//! ... has been revoked" and [`Warning::LicenseRevoked`], is not renewed
+//! ([`RenewError::Revoked`]), and installing one is refused
+//! ([`InstallError::Revoked`]: 400 in every dialect, as other refused tokens).
 //!
 //! # Replicas
 //!
@@ -111,6 +130,7 @@ pub mod jwks;
 pub mod manager;
 pub mod query;
 pub mod renewal;
+pub mod revocations;
 pub mod state;
 pub mod store;
 
@@ -118,6 +138,7 @@ pub use charter_token as token;
 pub use hooks::{AllowAll, Authorizer, BasicAuth, Denied, NoUsage, Permission, UsageSource};
 pub use manager::{InstallError, LicenseManager, ManagerConfig, RemoveError, RenewalConfig};
 pub use renewal::RenewError;
+pub use revocations::RevocationError;
 pub use state::{
     Clock, ManualClock, RenewalError, RenewalState, Source, StateInfo, SystemClock, TokenStatus,
     Warning,

@@ -1,7 +1,7 @@
 //! [`LicenseManager`]: holds the current token, verifies it offline, keeps it
 //! in a [`TokenStore`], guards against a clock set back, and publishes its
 //! state on a watch channel. Renewal lives in [`crate::renewal`], key
-//! refresh in [`crate::jwks`].
+//! refresh in [`crate::jwks`], the revocation list in [`crate::revocations`].
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use charter_token::rules::{InstanceUrl, subject_matches};
 use charter_token::{Claims, KeySet, VerifyError, check_times};
+use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, Notify, watch};
 
 pub use crate::config::{ManagerConfig, RenewalConfig};
 use crate::hooks::{LimitViolation, UsageSource};
+use crate::revocations::RevocationList;
 use crate::state::{Clock, RenewalState, Source, StateInfo, TokenStatus};
 use crate::store::{StoreError, TokenStore};
 
@@ -31,6 +33,8 @@ pub enum InstallError {
     Refused(VerifyError),
     #[error("license is for {sub}, not for this instance ({root})")]
     WrongInstance { sub: String, root: String },
+    #[error("license {lid} has been revoked by the issuer")]
+    Revoked { lid: String },
     #[error("license limits are below current usage: {}", join(.0))]
     LimitExceeded(Vec<LimitViolation>),
     #[error("no built-in license is configured")]
@@ -86,6 +90,14 @@ pub(crate) struct Inner {
     pub(crate) jwks_url: Option<String>,
     pub(crate) jwks_min_interval: Duration,
     pub(crate) jwks_last_fetch: Mutex<Option<Instant>>,
+    pub(crate) revocations_url: Option<String>,
+    pub(crate) revocations_interval: Duration,
+    /// Serialises fetches of the revocation list.
+    pub(crate) revocations_poll: Mutex<()>,
+    /// When the next scheduled poll is due (`None`: at once).
+    pub(crate) revocations_next: Mutex<Option<Instant>>,
+    /// The last good revocation list.
+    pub(crate) revoked: RwLock<Option<Arc<RevocationList>>>,
     pub(crate) builtin: Option<String>,
     pub(crate) usage: Arc<dyn UsageSource>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -125,6 +137,11 @@ impl LicenseManager {
                 .as_ref()
                 .map(|i| format!("{}/.well-known/jwks.json", i.trim_end_matches('/')))
         });
+        let revocations_url = cfg.revocations_url.or_else(|| {
+            cfg.issuer
+                .as_ref()
+                .map(|i| format!("{}/api/revocations", i.trim_end_matches('/')))
+        });
         let http = reqwest::Client::builder()
             .timeout(cfg.renewal.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -152,6 +169,11 @@ impl LicenseManager {
                 jwks_url,
                 jwks_min_interval: cfg.jwks_min_interval,
                 jwks_last_fetch: Mutex::new(None),
+                revocations_url,
+                revocations_interval: cfg.revocations_interval,
+                revocations_poll: Mutex::new(()),
+                revocations_next: Mutex::new(None),
+                revoked: RwLock::new(None),
                 builtin: cfg.builtin_license,
                 usage: cfg.usage,
                 clock: cfg.clock,
@@ -181,9 +203,11 @@ impl LicenseManager {
     }
 
     /// Reads the store: the token (or the built-in license when none is
-    /// stored) and the latest time seen, then verifies.
+    /// stored), the latest time seen and the last good revocation list, then
+    /// verifies.
     pub async fn load(&self) -> Result<StateInfo, StoreError> {
         let _w = self.inner.write.lock().await;
+        self.restore_revocations().await;
         let (token, seen) = self
             .blocking(|s| Ok((s.load()?, s.load_latest_seen()?)))
             .await?;
@@ -246,12 +270,15 @@ impl LicenseManager {
                 root: self.inner.root_url.to_string(),
             });
         }
+        if self.is_revoked(&claims.lid) {
+            return Err(InstallError::Revoked { lid: claims.lid });
+        }
         Ok(claims)
     }
 
     /// Verifies and installs a token: refused when tampered, expired, not
-    /// yet valid, for another instance or signed by an unknown key, and then
-    /// nothing changes.
+    /// yet valid, for another instance, signed by an unknown key or for a
+    /// license on the revocation list, and then nothing changes.
     pub async fn install(&self, token: &str) -> Result<StateInfo, InstallError> {
         self.install_with(token, Source::Installed, |_| Ok(()))
             .await
@@ -285,6 +312,10 @@ impl LicenseManager {
             && self.held().token.as_deref() != Some(old)
         {
             return Err(InstallError::Superseded);
+        }
+        // A revocation list taken while this token was being checked.
+        if self.is_revoked(&claims.lid) {
+            return Err(InstallError::Revoked { lid: claims.lid });
         }
         let owned = token.to_string();
         self.blocking(move |s| s.save(&owned)).await?;
@@ -347,8 +378,9 @@ impl LicenseManager {
     }
 
     /// Takes up a token another replica stored, re-judges the token, retries
-    /// an unverified one, persists the latest time seen and publishes. The
-    /// background task calls it every `check_interval`.
+    /// an unverified one, polls the revocation list when due, persists the
+    /// latest time seen and publishes. The background task calls it every
+    /// `check_interval`.
     pub async fn tick(&self) -> StateInfo {
         if let Err(e) = self.sync_with_store().await {
             tracing::warn!(error = %e, "could not read the license store");
@@ -369,6 +401,7 @@ impl LicenseManager {
                 }
             });
         }
+        self.poll_revocations_if_due().await;
         self.persist_seen().await;
         self.publish()
     }
@@ -439,6 +472,24 @@ impl LicenseManager {
             Err(VerifyError::UnknownKey(kid)) => {
                 if self.refresh_keys().await {
                     self.keys().verify_signature(token)
+                } else {
+                    Err(VerifyError::UnknownKey(kid))
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// [`KeySet::verify_payload`] for another signed document (the
+    /// revocation list), refreshing the keys once when the `kid` is unknown.
+    pub(crate) async fn verify_document<T: DeserializeOwned>(
+        &self,
+        jws: &str,
+    ) -> Result<T, VerifyError> {
+        match self.keys().verify_payload(jws) {
+            Err(VerifyError::UnknownKey(kid)) => {
+                if self.refresh_keys().await {
+                    self.keys().verify_payload(jws)
                 } else {
                     Err(VerifyError::UnknownKey(kid))
                 }

@@ -9,6 +9,7 @@ use charter_token::rules::{self, InstanceUrl, subject_matches};
 use tokio::sync::watch;
 
 use crate::manager::{Check, LicenseManager, ROLLBACK_TOLERANCE_SECS};
+use crate::revocations::RevocationList;
 use crate::state::{Source, StateInfo, TokenStatus, Warning, expiry_warnings};
 
 impl LicenseManager {
@@ -20,8 +21,9 @@ impl LicenseManager {
     /// The token status now.
     pub fn status(&self) -> TokenStatus {
         let now = self.effective_now();
+        let revoked = self.revocation_list();
         let held = self.held();
-        judge(&held.check, now, &self.inner.root_url).0
+        judge(&held.check, now, &self.inner.root_url, revoked.as_deref()).0
     }
 
     /// Token expiry (`exp`) of a verified token.
@@ -35,8 +37,9 @@ impl LicenseManager {
     /// The claims of a token in force, `None` otherwise.
     pub fn valid_claims(&self) -> Option<Claims> {
         let now = self.effective_now();
+        let revoked = self.revocation_list();
         let held = self.held();
-        match judge(&held.check, now, &self.inner.root_url) {
+        match judge(&held.check, now, &self.inner.root_url, revoked.as_deref()) {
             (TokenStatus::Valid, _) => match &held.check {
                 Check::Verified(c) => Some((**c).clone()),
                 _ => None,
@@ -60,7 +63,8 @@ impl LicenseManager {
         self.valid_claims().and_then(|c| c.limit(name))
     }
 
-    /// The current warnings (expiry windows, clock rollback, failed renewal).
+    /// The current warnings (expiry windows, clock rollback, failed renewal,
+    /// revoked license).
     pub fn warnings(&self) -> Vec<Warning> {
         self.state_info().warnings
     }
@@ -95,13 +99,26 @@ impl LicenseManager {
         let now = self.inner.clock.now();
         let seen = self.inner.latest_seen.fetch_max(now, Ordering::SeqCst);
         let effective = now.max(seen);
+        let revoked = self.revocation_list();
         let held = self.held();
-        let (status, reason) = judge(&held.check, effective, &self.inner.root_url);
+        let (status, reason) = judge(
+            &held.check,
+            effective,
+            &self.inner.root_url,
+            revoked.as_deref(),
+        );
         let claims = match &held.check {
             Check::Verified(c) => Some((**c).clone()),
             _ => None,
         };
+        let revoked_lid = claims
+            .as_ref()
+            .filter(|c| is_revoked(revoked.as_deref(), &c.lid))
+            .map(|c| c.lid.clone());
         let mut warnings = Vec::new();
+        if let Some(lid) = &revoked_lid {
+            warnings.push(Warning::LicenseRevoked { lid: lid.clone() });
+        }
         if now + ROLLBACK_TOLERANCE_SECS < seen {
             warnings.push(Warning::ClockRollback {
                 now,
@@ -119,7 +136,9 @@ impl LicenseManager {
         let mut renewal = held.renewal.clone();
         renewal.due_at = match (&claims, &self.inner.issuer, status, held.source) {
             (Some(c), Some(_), s, src)
-                if s != TokenStatus::InvalidSubject && src != Some(Source::BuiltIn) =>
+                if s != TokenStatus::InvalidSubject
+                    && src != Some(Source::BuiltIn)
+                    && revoked_lid.is_none() =>
             {
                 Some(rules::renewal_due_at(c))
             }
@@ -149,15 +168,30 @@ impl LicenseManager {
     }
 }
 
-/// The status of what is held, judged at `now`, with the reason when not valid.
-fn judge(check: &Check, now: i64, root: &InstanceUrl) -> (TokenStatus, Option<String>) {
+fn is_revoked(list: Option<&RevocationList>, lid: &str) -> bool {
+    list.is_some_and(|l| l.lids.contains(lid))
+}
+
+/// The status of what is held, judged at `now` against the revocation list,
+/// with the reason when not valid.
+fn judge(
+    check: &Check,
+    now: i64,
+    root: &InstanceUrl,
+    revoked: Option<&RevocationList>,
+) -> (TokenStatus, Option<String>) {
     match check {
         Check::NotLoaded => (TokenStatus::NotLoaded, Some("not loaded yet".into())),
         Check::NotFound => (TokenStatus::NotFound, Some("no license installed".into())),
         Check::Invalid(why) => (TokenStatus::Invalid, Some(why.clone())),
         Check::Unverified(why) => (TokenStatus::Loaded, Some(why.clone())),
         Check::Verified(c) => {
-            if !subject_matches(&c.sub, root) {
+            if is_revoked(revoked, &c.lid) {
+                (
+                    TokenStatus::Invalid,
+                    Some(format!("license {} has been revoked by the issuer", c.lid)),
+                )
+            } else if !subject_matches(&c.sub, root) {
                 (
                     TokenStatus::InvalidSubject,
                     Some(format!("license is for {}, not {root}", c.sub)),

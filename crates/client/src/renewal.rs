@@ -32,6 +32,9 @@ pub enum RenewError {
     Refused { status: u16, message: String },
     #[error("issuer answered with an unusable token: {0}")]
     BadAnswer(String),
+    /// The license is on the issuer's revocation list; nothing was asked.
+    #[error("license {lid} has been revoked by the issuer")]
+    Revoked { lid: String },
 }
 
 impl RenewError {
@@ -58,7 +61,7 @@ impl LicenseManager {
                 h.renewal.failures = 0;
                 h.renewal.next_attempt_at = None;
             }
-            Err(RenewError::NoToken | RenewError::NoIssuer) => {}
+            Err(RenewError::NoToken | RenewError::NoIssuer | RenewError::Revoked { .. }) => {}
             Err(e) => {
                 h.renewal.failures = h.renewal.failures.saturating_add(1);
                 h.renewal.last_error = Some(RenewalError {
@@ -71,11 +74,12 @@ impl LicenseManager {
                 });
             }
         });
-        if let Some(e) = result
-            .as_ref()
-            .err()
-            .filter(|e| !matches!(e, RenewError::NoToken | RenewError::NoIssuer))
-        {
+        if let Some(e) = result.as_ref().err().filter(|e| {
+            !matches!(
+                e,
+                RenewError::NoToken | RenewError::NoIssuer | RenewError::Revoked { .. }
+            )
+        }) {
             tracing::warn!(error = %e, "license renewal failed; keeping the current token");
         }
         let info = self.publish();
@@ -85,6 +89,9 @@ impl LicenseManager {
     async fn try_renew(&self) -> Result<(), RenewError> {
         let issuer = self.inner.issuer.clone().ok_or(RenewError::NoIssuer)?;
         let token = self.token().ok_or(RenewError::NoToken)?;
+        if let Some(lid) = self.held_revoked_lid() {
+            return Err(RenewError::Revoked { lid });
+        }
         let url = format!("{}/api/tokens/renew", issuer.trim_end_matches('/'));
         let body = RenewRequest {
             usage: Some(self.usage()),
@@ -139,10 +146,13 @@ impl LicenseManager {
 
     /// When the held token should be renewed: `iat + update_days`, for a
     /// verified token naming this instance; `None` when there is nothing to
-    /// renew (no issuer, no such token, or the built-in license, which ships
-    /// with the product).
+    /// renew (no issuer, no such token, a revoked license, or the built-in
+    /// license, which ships with the product).
     pub fn renewal_due_at(&self) -> Option<i64> {
         self.inner.issuer.as_ref()?;
+        if self.held_revoked_lid().is_some() {
+            return None;
+        }
         let held = self.held();
         match (&held.check, held.source) {
             (_, Some(Source::BuiltIn)) => None,

@@ -16,7 +16,8 @@ pub enum TokenStatus {
     /// A token is held but cannot be judged yet: its key is not known (the
     /// JWKS could not be fetched) or it is not valid before a future `nbf`.
     Loaded = 2,
-    /// Malformed, bad signature, unknown key, or the clock was set back.
+    /// Malformed, bad signature, or its license is on the issuer's
+    /// revocation list.
     Invalid = 3,
     /// No token is stored.
     NotFound = 4,
@@ -78,6 +79,9 @@ pub enum Warning {
     ClockRollback { now: i64, latest_seen: i64 },
     /// The last renewal attempt failed (the token held is kept).
     RenewalFailed { message: String },
+    /// The license of the held token is on the issuer's revocation list: the
+    /// token is not valid and is not renewed.
+    LicenseRevoked { lid: String },
 }
 
 impl Warning {
@@ -95,6 +99,9 @@ impl Warning {
                 crate::fmt_time(*latest_seen)
             ),
             Warning::RenewalFailed { message } => format!("license renewal failed: {message}"),
+            Warning::LicenseRevoked { lid } => {
+                format!("license {lid} has been revoked by the issuer")
+            }
         }
     }
 }

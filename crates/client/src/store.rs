@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const TOKEN_FILE: &str = "license.jwt";
 /// Name of the file beside it that keeps the latest time the manager has seen.
 pub const SEEN_FILE: &str = "license.seen";
+/// Name of the file beside it that keeps the last good revocation list (the
+/// issuer's signed JWS, as received).
+pub const REVOKED_FILE: &str = "license.revoked";
 
 /// A store failure; the message names the file or record.
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +46,19 @@ pub trait TokenStore: Send + Sync + 'static {
     fn load_latest_seen(&self) -> Result<Option<i64>, StoreError>;
     /// Records the latest time seen.
     fn save_latest_seen(&self, at: i64) -> Result<(), StoreError>;
+    /// The last good revocation list (the issuer's signed JWS), if recorded.
+    /// The default keeps none: a restart then forgets revocations until the
+    /// next successful poll.
+    fn load_revocations(&self) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+    /// Records the last good revocation list. The default drops it.
+    fn save_revocations(&self, _jws: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
-/// `license.jwt` and `license.seen` in a data directory.
+/// `license.jwt`, `license.seen` and `license.revoked` in a data directory.
 ///
 /// Every write goes to a temporary file in the same directory, is fsynced,
 /// renamed over the target, and the directory is fsynced: a crash leaves the
@@ -112,6 +125,17 @@ impl TokenStore for FileStore {
     fn save_latest_seen(&self, at: i64) -> Result<(), StoreError> {
         write_atomic(&self.dir, SEEN_FILE, format!("{at}\n").as_bytes())
     }
+
+    fn load_revocations(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .read(REVOKED_FILE)?
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()))
+    }
+
+    fn save_revocations(&self, jws: &str) -> Result<(), StoreError> {
+        write_atomic(&self.dir, REVOKED_FILE, format!("{jws}\n").as_bytes())
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -166,6 +190,7 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), StoreError> {
 pub struct MemoryStore {
     token: Mutex<Option<String>>,
     seen: Mutex<Option<i64>>,
+    revocations: Mutex<Option<String>>,
 }
 
 impl MemoryStore {
@@ -173,6 +198,7 @@ impl MemoryStore {
         MemoryStore {
             token: Mutex::new(token),
             seen: Mutex::new(None),
+            revocations: Mutex::new(None),
         }
     }
 }
@@ -202,6 +228,15 @@ impl TokenStore for MemoryStore {
 
     fn save_latest_seen(&self, at: i64) -> Result<(), StoreError> {
         *self.seen.lock().map_err(poisoned)? = Some(at);
+        Ok(())
+    }
+
+    fn load_revocations(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.revocations.lock().map_err(poisoned)?.clone())
+    }
+
+    fn save_revocations(&self, jws: &str) -> Result<(), StoreError> {
+        *self.revocations.lock().map_err(poisoned)? = Some(jws.to_string());
         Ok(())
     }
 }

@@ -5,12 +5,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::claims::Claims;
 use crate::keys::{KeyAlg, KeySet};
 
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Documents read by [`KeySet::verify_payload`] longer than this are refused
+/// before any parsing (a revocation list grows with every revoked license).
+pub const MAX_DOCUMENT_LEN: usize = 2 * 1024 * 1024;
 
 /// Why a token was refused. Each variant is a distinct, stable reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +67,18 @@ impl KeySet {
         if token.len() > MAX_TOKEN_LEN {
             return Err(VerifyError::TooLarge);
         }
+        self.verify_payload(token)
+    }
+
+    /// Verifies the signature exactly as [`KeySet::verify_signature`] does
+    /// (algorithm bound to the `kid`), then reads the payload as any JSON
+    /// type `T`: for other documents the issuer signs like tokens, such as
+    /// the revocation list. No claim (`exp`, `nbf`) is checked.
+    /// Refused with [`VerifyError::TooLarge`] above [`MAX_DOCUMENT_LEN`].
+    pub fn verify_payload<T: DeserializeOwned>(&self, token: &str) -> Result<T, VerifyError> {
+        if token.len() > MAX_DOCUMENT_LEN {
+            return Err(VerifyError::TooLarge);
+        }
         let (header, body_ok) = parse_header(token)?;
         let alg = header
             .alg
@@ -93,7 +110,7 @@ impl KeySet {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        match decode::<Claims>(token, key.decoding(), &validation) {
+        match decode::<T>(token, key.decoding(), &validation) {
             Ok(data) => Ok(data.claims),
             Err(e) => Err(match e.kind() {
                 ErrorKind::InvalidSignature => VerifyError::BadSignature,
@@ -174,4 +191,57 @@ pub fn insecure_decode(token: &str) -> Result<(serde_json::Value, Claims), Verif
     let claims = serde_json::from_value(decode_json(p, "payload")?)
         .map_err(|e| VerifyError::Malformed(format!("claims: {e}")))?;
     Ok((header, claims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Keyring, SigningKey, generate_pem};
+
+    fn keyring() -> Keyring {
+        let pem = generate_pem(KeyAlg::EdDsa, 0).expect("Ed25519 key generation");
+        Keyring::from_keys(SigningKey::from_pem(&pem).expect("key parses"), vec![])
+    }
+
+    #[test]
+    fn verify_payload_reads_any_signed_document_and_checks_its_signature() {
+        let ring = keyring();
+        let doc = serde_json::json!({"iss": "https://i.example/", "exp": 1, "revoked": ["a"]});
+        let token = ring
+            .signing_key()
+            .sign_payload(&serde_json::to_vec(&doc).expect("serialises"))
+            .expect("signs");
+        let read: serde_json::Value = ring.public().verify_payload(&token).expect("verifies");
+        assert_eq!(
+            read, doc,
+            "payload returned as signed; exp in the past is not checked"
+        );
+
+        // Another payload under the same signature.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(br#"{"revoked":[]}"#);
+        parts[1] = &forged;
+        assert_eq!(
+            ring.public()
+                .verify_payload::<serde_json::Value>(&parts.join("."))
+                .expect_err("tampered"),
+            VerifyError::BadSignature
+        );
+
+        // A key the set does not hold.
+        let other = keyring();
+        assert!(matches!(
+            ring.public().verify_payload::<serde_json::Value>(
+                &other.signing_key().sign_payload(b"{}").expect("signs")
+            ),
+            Err(VerifyError::UnknownKey(_))
+        ));
+
+        // A signed payload of the wrong shape is malformed, not accepted.
+        let token = ring.signing_key().sign_payload(b"[1,2]").expect("signs");
+        assert!(matches!(
+            ring.public().verify_payload::<Claims>(&token),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
 }

@@ -123,6 +123,7 @@ fn renew_error(e: RenewError) -> ApiError {
         RenewError::Refused { status, .. } => {
             ApiError::new(StatusCode::FORBIDDEN, message).with_field("issuer_status", json!(status))
         }
+        RenewError::Revoked { .. } => ApiError::new(StatusCode::FORBIDDEN, message),
         RenewError::Unreachable(_) | RenewError::BadAnswer(_) => {
             ApiError::new(StatusCode::BAD_GATEWAY, message)
         }
