@@ -49,6 +49,13 @@ pub struct InstanceArgs {
     /// The admin's password (required).
     #[arg(long, env = "CHARTER_INSTANCE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// How often to fetch the issuer's signed list of revoked licenses, in seconds.
+    #[arg(
+        long,
+        env = "CHARTER_INSTANCE_REVOCATIONS_INTERVAL_SECS",
+        default_value_t = 600
+    )]
+    pub revocations_interval_secs: u64,
     /// A license token file the instance ships with (Consul's DELETE reverts to it).
     #[arg(long, env = "CHARTER_INSTANCE_BUILTIN_LICENSE", value_name = "FILE")]
     pub builtin_license: Option<PathBuf>,
@@ -62,6 +69,7 @@ pub fn run(args: InstanceArgs) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .log_internal_errors(false)
         .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -98,6 +106,8 @@ async fn serve(args: InstanceArgs) -> anyhow::Result<()> {
     cfg.issuer = issuer;
     cfg.jwks_url = jwks_url;
     cfg.builtin_license = builtin;
+    cfg.revocations_interval =
+        std::time::Duration::from_secs(args.revocations_interval_secs.max(1));
     let manager = LicenseManager::start(cfg)
         .await
         .context("loading the stored license")?;

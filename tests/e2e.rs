@@ -289,6 +289,88 @@ async fn pushes_reach_every_dialect_and_a_downed_instance_catches_up() {
     issuer.terminate();
 }
 
+/// Revocation travels: an instance with push on gets the removal pushed;
+/// one without push learns it from the signed revocation list it polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_instances_by_push_and_by_poll() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("issuer.db").display());
+    let issuer = procs::issuer(dir.path(), &db, &["--push-interval-secs", "1"]);
+    let portal = Portal::new(&issuer.base);
+    let lid = portal.license(json!({"max_instances": 2})).await;
+    let http = instance_client();
+
+    let pushed_port = free_port();
+    let pushed_root = format!("http://127.0.0.1:{pushed_port}/");
+    let pushed = procs::instance(
+        dir.path(),
+        &issuer.base,
+        pushed_port,
+        "grafana",
+        INSTANCE_PW,
+    );
+    let polled_port = free_port();
+    let polled_root = format!("http://127.0.0.1:{polled_port}/");
+    let polled = procs::instance_with(
+        dir.path(),
+        &issuer.base,
+        polled_port,
+        "grafana",
+        INSTANCE_PW,
+        &["--revocations-interval-secs", "1"],
+    );
+    let (s, _) = portal
+        .post(
+            &format!("/api/licenses/{lid}/instances"),
+            json!({"url": pushed_root, "push_enabled": true,
+                   "credentials": {"type": "basic", "username": "admin", "password": INSTANCE_PW}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (_, issued) = portal
+        .post(
+            &format!("/api/licenses/{lid}/tokens"),
+            json!({"instance": polled_root}),
+        )
+        .await;
+    let (s, _) = call(
+        http.post(format!("{polled_root}api/licensing/token"))
+            .json(&json!({"token": issued["token"]})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    for root in [&pushed_root, &polled_root] {
+        let valid = eventually(20, || async {
+            call(http.get(format!("{root}api/licensing/check"))).await.1 == json!(true)
+        })
+        .await;
+        assert!(valid, "{root} holds a valid license");
+    }
+
+    let (s, _) = portal
+        .post(&format!("/api/licenses/{lid}/revoke"), json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let (_, list) = common::send(http.get(format!("{}api/revocations", issuer.base))).await;
+    assert_eq!(list["revoked"], json!([lid]));
+    for root in [&pushed_root, &polled_root] {
+        let gone = eventually(20, || async {
+            call(http.get(format!("{root}api/licensing/check"))).await.1 == json!(false)
+        })
+        .await;
+        if !gone {
+            let (_, insts) = portal.get(&format!("/api/licenses/{lid}/instances")).await;
+            panic!("{root} still trusts the revoked license; issuer side: {insts}");
+        }
+    }
+    // The push instance had its license removed; the polled one refuses to renew it.
+    let (s, body) = call(http.post(format!("{polled_root}api/licensing/token/renew"))).await;
+    assert_eq!(s, 403, "{body}");
+    pushed.terminate();
+    polled.terminate();
+    issuer.terminate();
+}
+
 /// What a receiver got: for each instance (path prefix), the token ids in order.
 type Deliveries = Arc<Mutex<HashMap<String, Vec<String>>>>;
 

@@ -697,10 +697,11 @@ impl Store for SqliteStore {
             Ok(c.execute(
                 "UPDATE instances SET push_next_at = ?3, push_attempts = ?4, push_last_error = ?5, \
                  push_last_ok_at = ?6, push_at_risk = ?7, removal_pending = ?8, push_pending_jti = ?9, \
-                 lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
+                 token_expires_at = ?10, lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND lease_owner = ?2",
                 params![
                     i.id, owner, i.push_next_at, i.push_attempts, i.push_last_error, i.push_last_ok_at,
-                    i.push_at_risk, i.removal_pending, i.push_pending_jti
+                    i.push_at_risk, i.removal_pending, i.push_pending_jti, i.token_expires_at
                 ],
             )? > 0)
         })

@@ -111,12 +111,25 @@ pub fn issuer(dir: &Path, database_url: &str, extra: &[&str]) -> Proc {
 
 /// `charter instance` on `port` (0 for any), trusting the issuer's JWKS.
 pub fn instance(dir: &Path, issuer: &str, port: u16, dialects: &str, password: &str) -> Proc {
+    instance_with(dir, issuer, port, dialects, password, &[])
+}
+
+/// [`instance`] with more flags.
+pub fn instance_with(
+    dir: &Path,
+    issuer: &str,
+    port: u16,
+    dialects: &str,
+    password: &str,
+    extra: &[&str],
+) -> Proc {
     let data = dir.join(format!("instance-{dialects}-{port}"));
     let mut cmd = charter();
     cmd.arg("instance")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--issuer", issuer])
         .args(["--root-url", &format!("http://127.0.0.1:{port}/")])
         .args(["--data", &data.to_string_lossy(), "--dialects", dialects])
+        .args(extra)
         .env("CHARTER_INSTANCE_ADMIN_PASSWORD", password);
     spawn(cmd, dir)
 }

@@ -214,6 +214,12 @@ impl LicenseManager {
                 }
                 None => check,
             };
+            // Wake for the next revocation poll too, when there is one to make.
+            let wait = if self.inner.revocations_url.is_some() {
+                wait.min(self.inner.revocations_interval.max(Duration::from_secs(1)))
+            } else {
+                wait
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.inner.wake.notified() => {}
