@@ -66,6 +66,7 @@ pub struct Metrics {
     license_expiry: Family<LicenseLabels, Gauge>,
     db_pool: Family<PoolLabels, Gauge>,
     push_backoff: Gauge,
+    push_at_risk: Gauge,
 }
 
 impl Default for Metrics {
@@ -131,7 +132,14 @@ impl Metrics {
             "Instances whose last pushes failed and wait to retry",
             push_backoff.clone(),
         );
+        let push_at_risk = Gauge::default();
+        registry.register(
+            "push_instances_at_risk",
+            "Instances whose pushes fail while their token expires within tok_exp_warn_days",
+            push_at_risk.clone(),
+        );
         Metrics {
+            push_at_risk,
             push_backoff,
             registry,
             requests,
@@ -171,8 +179,9 @@ impl Metrics {
                     .set(expires_at - now);
             }
         }
-        if let Ok(n) = state.store.count_push_backoff().await {
-            self.push_backoff.set(n);
+        if let Ok((backoff, at_risk)) = state.store.count_push_backoff().await {
+            self.push_backoff.set(backoff);
+            self.push_at_risk.set(at_risk);
         }
         let pool = state.store.pool_status();
         for (name, value) in [

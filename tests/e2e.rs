@@ -282,7 +282,8 @@ async fn pushes_reach_every_dialect_and_a_downed_instance_catches_up() {
         "{text}"
     );
     assert!(
-        text.contains("charter_push_instances_in_backoff 0"),
+        text.contains("charter_push_instances_in_backoff 0")
+            && text.contains("charter_push_instances_at_risk 0"),
         "{text}"
     );
     back.terminate();

@@ -150,8 +150,9 @@ pub trait Store: AccessStore + Send + Sync + 'static {
     /// Stores (or clears) an instance's encrypted push credentials.
     async fn set_credentials(&self, lid: &str, id: &str, sealed: Option<&str>) -> Result<()>;
     async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>>;
-    /// Instances whose last pushes failed.
-    async fn count_push_backoff(&self) -> Result<i64>;
+    /// Instances whose last pushes failed, and of those the ones at risk
+    /// (their token expires within the warning window).
+    async fn count_push_backoff(&self) -> Result<(i64, i64)>;
     /// Ids of revoked licenses.
     async fn revoked_licenses(&self) -> Result<Vec<String>>;
 

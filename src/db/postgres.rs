@@ -733,12 +733,15 @@ impl Store for PgStore {
         .await
     }
 
-    async fn count_push_backoff(&self) -> Result<i64> {
-        self.count(
-            "SELECT count(*) FROM instances WHERE push_attempts > 0",
-            &[],
-        )
-        .await
+    async fn count_push_backoff(&self) -> Result<(i64, i64)> {
+        let c = self.pool.get().await?;
+        let r = c
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE push_at_risk) FROM instances WHERE push_attempts > 0",
+                &[],
+            )
+            .await?;
+        Ok((r.try_get(0)?, r.try_get(1)?))
     }
 
     async fn revoked_licenses(&self) -> Result<Vec<String>> {

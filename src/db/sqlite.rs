@@ -746,12 +746,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn count_push_backoff(&self) -> Result<i64> {
+    async fn count_push_backoff(&self) -> Result<(i64, i64)> {
         self.call(|c| {
             Ok(c.query_row(
-                "SELECT count(*) FROM instances WHERE push_attempts > 0",
+                "SELECT count(*), coalesce(sum(push_at_risk), 0) FROM instances WHERE push_attempts > 0",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?)
         })
         .await
