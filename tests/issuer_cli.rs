@@ -317,3 +317,26 @@ fn a_bad_setting_is_named() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn postgres_tls_follows_sslmode() {
+    let data = common::Data::new(Backend::Postgres).await;
+    let url = &data.database_url;
+    // The local server offers TLS with a self-signed certificate: `prefer`
+    // (the default) and `require` encrypt, `verify-full` refuses it, `disable` is plain.
+    for ok in [
+        url.clone(),
+        format!("{url}?sslmode=require"),
+        format!("{url}?sslmode=disable"),
+    ] {
+        charter::db::PgStore::connect(&ok)
+            .await
+            .unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+    }
+    let strict = format!("{url}?sslmode=verify-full");
+    let err = match charter::db::PgStore::connect(&strict).await {
+        Ok(_) => panic!("a self-signed certificate must not pass verify-full"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("TLS") || err.contains("certificate"), "{err}");
+}
