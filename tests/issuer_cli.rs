@@ -278,6 +278,13 @@ async fn openapi_describes_every_route() {
         ("/api/licenses/{lid}/tokens", "post"),
         ("/api/licenses/{lid}/tokens", "get"),
         ("/api/tokens/renew", "post"),
+        ("/api/licenses/{lid}/instances/{id}/push", "post"),
+        ("/api/revocations", "get"),
+        ("/api/serviceaccounts", "post"),
+        ("/api/serviceaccounts/search", "get"),
+        ("/api/auth/keys", "get"),
+        ("/api/auth/keys", "post"),
+        ("/api/audit", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
