@@ -79,7 +79,7 @@ pub struct PoolStatus {
 }
 
 #[async_trait]
-pub trait Store: AccessStore + Send + Sync + 'static {
+pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// A round trip to the database.
@@ -123,6 +123,24 @@ pub trait Store: AccessStore + Send + Sync + 'static {
     ) -> Result<Recorded>;
     async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)>;
 
+    /// Ids of revoked licenses.
+    async fn revoked_licenses(&self) -> Result<Vec<String>>;
+
+    /// Expiry (unix seconds) of every active license, for the metrics.
+    async fn license_expiries(&self) -> Result<Vec<(String, i64)>>;
+    /// Connections of the pool, for the metrics.
+    fn pool_status(&self) -> PoolStatus;
+
+    /// A setting kept in the database (e.g. the generated admin password hash).
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets it unless present; returns the value that is stored afterwards.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+}
+
+/// Service accounts, their tokens, and the audit trail.
+/// What the push job needs from storage (see `src/push.rs`).
+#[async_trait]
+pub trait PushStore: Send + Sync {
     /// Leases up to `limit` instances whose push is due (push enabled, license
     /// active and unexpired, or revoked with a removal to deliver) to `owner`
     /// until `lease_until`. Replicas never claim the same instance at once.
@@ -153,21 +171,8 @@ pub trait Store: AccessStore + Send + Sync + 'static {
     /// Instances whose last pushes failed, and of those the ones at risk
     /// (their token expires within the warning window).
     async fn count_push_backoff(&self) -> Result<(i64, i64)>;
-    /// Ids of revoked licenses.
-    async fn revoked_licenses(&self) -> Result<Vec<String>>;
-
-    /// Expiry (unix seconds) of every active license, for the metrics.
-    async fn license_expiries(&self) -> Result<Vec<(String, i64)>>;
-    /// Connections of the pool, for the metrics.
-    fn pool_status(&self) -> PoolStatus;
-
-    /// A setting kept in the database (e.g. the generated admin password hash).
-    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
-    /// Sets it unless present; returns the value that is stored afterwards.
-    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
 }
 
-/// Service accounts, their tokens, and the audit trail.
 #[async_trait]
 pub trait AccessStore: Send + Sync {
     /// Creates a service account (409 [`StoreError::Conflict`] when the name

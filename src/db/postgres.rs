@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 
-use super::{Issuance, PUSH_DUE, PoolStatus, PushJob, Recorded, Result, Store, StoreError};
+use super::{Issuance, PoolStatus, Recorded, Result, Store, StoreError};
 use crate::domain::AuditEvent;
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
@@ -18,6 +18,8 @@ use crate::domain::{
 };
 
 mod access;
+mod push;
+mod tls;
 
 mod embedded {
     refinery::embed_migrations!("sql/postgres");
@@ -143,13 +145,6 @@ fn instance_row(r: &Row) -> Result<Instance> {
     })
 }
 
-fn push_job_row(r: &Row) -> Result<PushJob> {
-    Ok(PushJob {
-        instance: instance_row(r)?,
-        credentials: r.try_get(21)?,
-    })
-}
-
 const TOKEN_COLS: &str = "jti, lid, instance_id, kid, iat, nbf, exp, reason, renewed_from, token";
 fn token_row(r: &Row) -> Result<TokenRecord> {
     Ok(TokenRecord {
@@ -253,130 +248,14 @@ async fn check_room(c: &impl GenericClient, lid: &str, max: i64) -> Result<()> {
     Ok(())
 }
 
-/// How to use TLS to PostgreSQL, from the URL's `sslmode` as libpq reads it:
-/// `disable` no TLS; `prefer` (the default) and `require` encrypt without
-/// checking the server's certificate (as libpq does); `verify-ca` and
-/// `verify-full` check it against the Mozilla roots, or against the CA file
-/// given as `sslrootcert`, and the host name.
-#[derive(Debug, Default)]
-struct TlsMode {
-    verify: bool,
-    root_cert: Option<std::path::PathBuf>,
-}
-
-/// The URL tokio-postgres understands (it knows `disable|prefer|require`
-/// only), and the TLS mode.
-fn split_tls(url: &str) -> anyhow::Result<(String, TlsMode)> {
-    let Ok(mut u) = url::Url::parse(url) else {
-        return Ok((url.to_string(), TlsMode::default()));
-    };
-    let mut mode = TlsMode::default();
-    let mut kept = Vec::new();
-    for (k, v) in u.query_pairs() {
-        match (k.as_ref(), v.as_ref()) {
-            ("sslmode", "verify-ca" | "verify-full") => {
-                mode.verify = true;
-                kept.push(("sslmode".to_string(), "require".to_string()));
-            }
-            ("sslrootcert", path) => mode.root_cert = Some(path.into()),
-            _ => kept.push((k.into_owned(), v.into_owned())),
-        }
-    }
-    if kept.is_empty() {
-        u.set_query(None);
-    } else {
-        u.query_pairs_mut().clear().extend_pairs(kept);
-    }
-    Ok((u.to_string(), mode))
-}
-
-fn tls_connector(mode: &TlsMode) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let config = if mode.verify {
-        let mut roots = rustls::RootCertStore::empty();
-        match &mode.root_cert {
-            Some(path) => {
-                use rustls::pki_types::{CertificateDer, pem::PemObject};
-                for cert in CertificateDer::pem_file_iter(path)
-                    .map_err(|e| anyhow::anyhow!("sslrootcert {}: {e}", path.display()))?
-                {
-                    roots.add(
-                        cert.map_err(|e| anyhow::anyhow!("sslrootcert {}: {e}", path.display()))?,
-                    )?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(EncryptOnly(provider)))
-            .with_no_client_auth()
-    };
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-}
-
-/// `sslmode=prefer|require`: the handshake is checked, the certificate is not
-/// (libpq's meaning of those modes; use `verify-full` to check it).
-#[derive(Debug)]
-struct EncryptOnly(std::sync::Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 impl PgStore {
     /// A pool on `url`; fails fast if the database cannot be reached.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let (url, tls) = split_tls(url)?;
+        let (url, tls) = tls::split_tls(url)?;
         let pg: tokio_postgres::Config = url.parse()?;
         let manager = Manager::from_config(
             pg,
-            tls_connector(&tls)?,
+            tls::connector(&tls)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -752,115 +631,6 @@ impl Store for PgStore {
         Ok((rows, total))
     }
 
-    async fn claim_pushes(
-        &self,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> Result<Vec<PushJob>> {
-        let due = PUSH_DUE.replace("{now}", "$1");
-        let c = self.pool.get().await?;
-        let rows = c
-            .query(
-                &format!(
-                    "UPDATE instances SET lease_owner = $3, lease_until = $4 WHERE id IN ( \
-                     SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid WHERE {due} \
-                     ORDER BY i.push_next_at LIMIT $2 FOR UPDATE OF i SKIP LOCKED) \
-                     RETURNING {INSTANCE_SELECT}, credentials"
-                ),
-                &[&now, &limit, &owner, &lease_until],
-            )
-            .await?;
-        rows.iter().map(push_job_row).collect()
-    }
-
-    async fn claim_push(
-        &self,
-        lid: &str,
-        id: &str,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Option<PushJob>> {
-        let due = PUSH_DUE
-            .replace(
-                "i.push_next_at IS NOT NULL AND i.push_next_at <= {now}",
-                "TRUE",
-            )
-            .replace("{now}", "$1");
-        let c = self.pool.get().await?;
-        let row = c
-            .query_opt(
-                &format!(
-                    "UPDATE instances SET lease_owner = $2, lease_until = $3 WHERE id IN ( \
-                     SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid \
-                     WHERE i.lid = $4 AND i.id = $5 AND {due} FOR UPDATE OF i SKIP LOCKED) \
-                     RETURNING {INSTANCE_SELECT}, credentials"
-                ),
-                &[&now, &owner, &lease_until, &lid, &id],
-            )
-            .await?;
-        row.as_ref().map(push_job_row).transpose()
-    }
-
-    async fn finish_push(&self, i: &Instance, owner: &str) -> Result<bool> {
-        let c = self.pool.get().await?;
-        let n = c
-            .execute(
-                "UPDATE instances SET push_next_at = $3, push_attempts = $4, push_last_error = $5, \
-                 push_last_ok_at = $6, push_at_risk = $7, removal_pending = $8, push_pending_jti = $9, \
-                 token_expires_at = $10, lease_owner = NULL, lease_until = NULL \
-                 WHERE id = $1 AND lease_owner = $2",
-                &[
-                    &i.id, &owner, &i.push_next_at, &i.push_attempts, &i.push_last_error,
-                    &i.push_last_ok_at, &i.push_at_risk, &i.removal_pending, &i.push_pending_jti, &i.token_expires_at,
-                ],
-            )
-            .await?;
-        Ok(n > 0)
-    }
-
-    async fn mark_removals(&self, lid: &str, now: i64) -> Result<u64> {
-        let c = self.pool.get().await?;
-        Ok(c.execute(
-            "UPDATE instances SET removal_pending = TRUE, push_next_at = $2, push_attempts = 0, \
-             push_last_error = NULL WHERE lid = $1 AND push_enabled",
-            &[&lid, &now],
-        )
-        .await?)
-    }
-
-    async fn set_credentials(&self, lid: &str, id: &str, sealed: Option<&str>) -> Result<()> {
-        let c = self.pool.get().await?;
-        c.execute(
-            "UPDATE instances SET credentials = $3 WHERE lid = $1 AND id = $2",
-            &[&lid, &id, &sealed],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>> {
-        self.one(
-            &format!("SELECT {TOKEN_COLS} FROM tokens WHERE jti = $1"),
-            &[&jti],
-            token_row,
-        )
-        .await
-    }
-
-    async fn count_push_backoff(&self) -> Result<(i64, i64)> {
-        let c = self.pool.get().await?;
-        let r = c
-            .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE push_at_risk) FROM instances WHERE push_attempts > 0",
-                &[],
-            )
-            .await?;
-        Ok((r.try_get(0)?, r.try_get(1)?))
-    }
-
     async fn revoked_licenses(&self) -> Result<Vec<String>> {
         let c = self.pool.get().await?;
         c.query(
@@ -915,30 +685,5 @@ impl Store for PgStore {
                 .await?
                 .try_get(0)?,
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sslmode_is_read_as_libpq_reads_it() {
-        let (url, m) = split_tls(
-            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=x",
-        )
-        .expect("ok");
-        assert!(m.verify);
-        assert_eq!(
-            m.root_cert.as_deref(),
-            Some(std::path::Path::new("/etc/ca.pem"))
-        );
-        assert_eq!(url, "postgres://u@h/db?sslmode=require&application_name=x");
-        let (url, m) = split_tls("postgres://u@h/db?sslmode=require").expect("ok");
-        assert!(!m.verify);
-        assert_eq!(url, "postgres://u@h/db?sslmode=require");
-        let (url, m) = split_tls("postgres://u@h/db").expect("ok");
-        assert!(!m.verify && m.root_cert.is_none());
-        assert_eq!(url, "postgres://u@h/db");
     }
 }
