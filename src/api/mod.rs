@@ -28,6 +28,7 @@ pub mod instances;
 pub mod licenses;
 pub mod meta;
 pub mod products;
+pub mod ratelimit;
 pub mod serviceaccounts;
 pub mod tokens;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Failed authentications per client address.
     pub auth_limiter: Arc<auth::AuthLimiter>,
+    /// Renewals per license and per client address.
+    pub renew_limiter: Arc<ratelimit::RenewLimiter>,
 }
 
 #[derive(OpenApi)]

@@ -136,7 +136,10 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
               (status = 400, description = "malformed body", body = charter_token::ErrorBody),
               (status = 401, description = "no token, bad signature, unknown key, or expired beyond the grace", body = charter_token::ErrorBody),
               (status = 403, description = "license suspended, revoked or expired", body = charter_token::ErrorBody),
-              (status = 422, description = "instance not bound to the license", body = charter_token::ErrorBody)))]
+              (status = 413, description = "token or body too large", body = charter_token::ErrorBody),
+              (status = 422, description = "instance not bound to the license", body = charter_token::ErrorBody),
+              (status = 429, description = "too many renewals for this license or from this address; see `Retry-After`", body = charter_token::ErrorBody),
+              (status = 503, description = "database unavailable", body = charter_token::ErrorBody)))]
 async fn renew(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -165,6 +168,19 @@ async fn renew_inner(
 ) -> Result<Json<TokenResponse>, (&'static str, ApiError)> {
     let why = |reason: &'static str| move |e: ApiError| (reason, e);
     let store_err = |e: crate::db::StoreError| ("unavailable", ApiError::from(e));
+    let limited = |what: &str, wait: u64| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many renewals {what}; retry in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        ("rate_limited", e)
+    };
+    // Per address first, before any signature work.
+    let addr = ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if let Err(wait) = state.renew_limiter.by_address.hit(&addr) {
+        return Err(limited("from this address", wait));
+    }
     let token = bearer(headers).map_err(why("no_token"))?;
     let t = now();
     let old = match state.keys.public().verify_signature(token) {
@@ -188,6 +204,11 @@ async fn renew_inner(
             ));
         }
     };
+    // Per license only once the token is proven, so a forger cannot use up
+    // another customer's renewals.
+    if let Err(wait) = state.renew_limiter.by_license.hit(&old.lid) {
+        return Err(limited("for this license", wait));
+    }
     let grace = state.config.renew_grace_days.saturating_mul(DAY);
     if t >= old.exp.saturating_add(grace) {
         return Err((

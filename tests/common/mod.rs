@@ -53,7 +53,12 @@ impl Data {
     }
 
     pub fn config(&self) -> Config {
-        Config::from_args(ServeArgs {
+        self.config_with(|_| {})
+    }
+
+    /// The test configuration with some settings changed.
+    pub fn config_with(&self, change: impl FnOnce(&mut ServeArgs)) -> Config {
+        let mut args = ServeArgs {
             listen: Some("127.0.0.1:0".parse().expect("addr")),
             public_url: Some("https://issuer.test/".into()),
             database_url: Some(self.database_url.clone()),
@@ -61,8 +66,9 @@ impl Data {
             admin_user: Some(ADMIN.0.into()),
             admin_password: Some(ADMIN.1.into()),
             ..Default::default()
-        })
-        .expect("config")
+        };
+        change(&mut args);
+        Config::from_args(args).expect("config")
     }
 }
 
@@ -110,7 +116,19 @@ impl TestApp {
     }
 
     pub async fn start_on(data: Data) -> TestApp {
-        let server = serve::start(data.config()).await.expect("server starts");
+        let config = data.config();
+        Self::start_config(data, config).await
+    }
+
+    /// Starts on fresh data with some settings changed.
+    pub async fn start_with(backend: Backend, change: impl FnOnce(&mut ServeArgs)) -> TestApp {
+        let data = Data::new(backend).await;
+        let config = data.config_with(change);
+        Self::start_config(data, config).await
+    }
+
+    pub async fn start_config(data: Data, config: Config) -> TestApp {
+        let server = serve::start(config).await.expect("server starts");
         TestApp {
             base: format!("http://{}", server.addr),
             server: Some(server),
