@@ -159,6 +159,29 @@ async fn renew(
     }
 }
 
+/// A usage report is counts by name: at most 100 of them, names of 1-64
+/// printable characters, no negative counts.
+fn check_usage(usage: &charter_token::Usage) -> ApiResult<()> {
+    if usage.len() > 100 {
+        return Err(ApiError::field("usage", "at most 100 entries"));
+    }
+    for (name, n) in usage {
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(ApiError::field(
+                "usage",
+                format!("{name:?}: names must be 1-64 printable characters"),
+            ));
+        }
+        if *n < 0 {
+            return Err(ApiError::field(
+                &format!("usage.{name}"),
+                "must not be negative",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The renewal, with the reason of a refusal for the metrics.
 async fn renew_inner(
     state: &AppState,
@@ -227,6 +250,9 @@ async fn renew_inner(
             .map_err(|e| ("bad_request", ApiError::bad_request(format!("body: {e}"))))?
             .usage
     };
+    if let Some(u) = &usage {
+        check_usage(u).map_err(why("bad_request"))?;
+    }
     let license = state
         .store
         .get_license(&old.lid)
