@@ -722,6 +722,9 @@ async fn hostile_portal_input(backend: Backend) {
     for (name, req) in cases {
         let (got, m) = refused(req, &name).await;
         assert_ne!(got, 429, "{name}: {m}");
+        if name.starts_with("400 ") {
+            assert_eq!(got, 400, "{name}: {m}");
+        }
     }
     assert_eq!(snapshot(app, lid).await, before, "nothing changed");
     s.app.stop().await;
