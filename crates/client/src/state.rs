@@ -78,6 +78,9 @@ pub enum Warning {
     ClockRollback { now: i64, latest_seen: i64 },
     /// The last renewal attempt failed (the token held is kept).
     RenewalFailed { message: String },
+    /// The stored license (`license.jwt`) is corrupt or was removed; the
+    /// built-in license, if any, is held instead.
+    StoredLicenseUnusable { message: String },
 }
 
 impl Warning {
@@ -95,6 +98,7 @@ impl Warning {
                 crate::fmt_time(*latest_seen)
             ),
             Warning::RenewalFailed { message } => format!("license renewal failed: {message}"),
+            Warning::StoredLicenseUnusable { message } => message.clone(),
         }
     }
 }
