@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pgtemp;
 pub mod procs;
 
 use std::path::PathBuf;
