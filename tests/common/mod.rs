@@ -49,6 +49,16 @@ impl Data {
         }
     }
 
+    /// SQLite at `db` (e.g. on a small or read-only filesystem); keys and the
+    /// rest in a temp dir.
+    pub fn sqlite_at(db: &std::path::Path) -> Data {
+        Data {
+            dir: tempfile::tempdir().expect("temp dir"),
+            database_url: format!("sqlite://{}", db.display()),
+            pg_db: None,
+        }
+    }
+
     pub fn keys_dir(&self) -> PathBuf {
         self.dir.path().join("keys")
     }
