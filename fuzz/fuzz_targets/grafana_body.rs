@@ -8,5 +8,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     charter_fuzz::send(Dialect::Grafana, Method::POST, "/api/licensing/token", data);
-    charter_fuzz::send(Dialect::Grafana, Method::DELETE, "/api/licensing/token", data);
+    charter_fuzz::send(
+        Dialect::Grafana,
+        Method::DELETE,
+        "/api/licensing/token",
+        data,
+    );
 });
