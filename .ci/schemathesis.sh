@@ -45,9 +45,29 @@ post /api/products '{"slug":"grafana-enterprise","name":"Grafana Enterprise","fe
 ACCOUNT="$(post /api/accounts '{"company":"Acme","slug":"acme"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 LID="$(post /api/licenses "{\"account_id\":\"$ACCOUNT\",\"products\":[\"grafana-enterprise\"],\"expires_at\":\"2099-01-01T00:00:00Z\",\"max_instances\":5}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lid"])')"
 post "/api/licenses/$LID/tokens" '{"instance":"https://a.example/"}' >/dev/null
-post /api/serviceaccounts '{"name":"ci","role":"Viewer"}' >/dev/null
+INSTANCE="$(curl -fsS -u "admin:$PW" "$BASE/api/licenses/$LID/instances" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
+SA="$(post /api/serviceaccounts '{"name":"ci","role":"Viewer"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 
-"$VENV/bin/schemathesis" run "$BASE/api/openapi.json" \
+# Path parameters that name what exists, so operations get past their 404s.
+cat >"$WORK/schemathesis.toml" <<TOML
+[parameters]
+"path.lid" = "$LID"
+"path.slug" = "grafana-enterprise"
+
+[[operations]]
+include-path-regex = "^/api/accounts/"
+parameters = { "path.id" = "$ACCOUNT" }
+
+[[operations]]
+include-path-regex = "^/api/licenses/[^/]+/instances/"
+parameters = { "path.id" = "$INSTANCE" }
+
+[[operations]]
+include-path-regex = "^/api/serviceaccounts/"
+parameters = { "path.id" = $SA }
+TOML
+
+"$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$BASE/api/openapi.json" \
   --auth "admin:$PW" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --phases examples,coverage,fuzzing \
