@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     /// Serialises changes of the held token (install, remove, renew).
     pub(crate) write: Mutex<()>,
     pub(crate) renewing: Mutex<()>,
+    /// The issuer's last `Retry-After` (seconds; 0 for none), a floor for the next retry.
+    pub(crate) retry_after: std::sync::atomic::AtomicU64,
     pub(crate) tx: watch::Sender<StateInfo>,
     pub(crate) wake: Notify,
     pub(crate) http: reqwest::Client,
@@ -172,6 +174,7 @@ impl LicenseManager {
                 persisted_seen: AtomicI64::new(i64::MIN),
                 write: Mutex::new(()),
                 renewing: Mutex::new(()),
+                retry_after: std::sync::atomic::AtomicU64::new(0),
                 tx,
                 wake: Notify::new(),
                 http,
