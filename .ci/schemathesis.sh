@@ -44,7 +44,7 @@ post() { curl -fsS -u "admin:$PW" -H 'content-type: application/json' -d "$2" "$
 post /api/products '{"slug":"grafana-enterprise","name":"Grafana Enterprise","features":["reporting"]}' >/dev/null
 ACCOUNT="$(post /api/accounts '{"company":"Acme","slug":"acme"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 LID="$(post /api/licenses "{\"account_id\":\"$ACCOUNT\",\"products\":[\"grafana-enterprise\"],\"expires_at\":\"2099-01-01T00:00:00Z\",\"max_instances\":5}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lid"])')"
-post "/api/licenses/$LID/tokens" '{"instance":"https://a.example/"}' >/dev/null
+TOKEN="$(post "/api/licenses/$LID/tokens" '{"instance":"https://a.example/"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
 INSTANCE="$(curl -fsS -u "admin:$PW" "$BASE/api/licenses/$LID/instances" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
 SA="$(post /api/serviceaccounts '{"name":"ci","role":"Viewer"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 
@@ -67,14 +67,19 @@ include-path-regex = "^/api/serviceaccounts/"
 parameters = { "path.id" = $SA }
 TOML
 
-"$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$BASE/api/openapi.json" \
-  --auth "admin:$PW" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-  --phases examples,coverage,fuzzing \
-  --max-examples "$EXAMPLES" \
-  --workers 2 \
-  --request-timeout 10 \
-  --generation-with-security-parameters false \
-  --seed "${SCHEMATHESIS_SEED:-20261125}" \
-  --no-color \
-  "$@"
+st() {
+  "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$BASE/api/openapi.json" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+    --phases examples,coverage,fuzzing \
+    --max-examples "$EXAMPLES" \
+    --workers 2 \
+    --request-timeout 10 \
+    --generation-with-security-parameters false \
+    --seed "${SCHEMATHESIS_SEED:-20261125}" \
+    --no-color \
+    "$@"
+}
+# The renew endpoint with a license token (first: the portal run revokes
+# the license), then the portal as the admin.
+st -H "Authorization: Bearer $TOKEN" --include-path /api/tokens/renew
+st --auth "admin:$PW" --exclude-path /api/tokens/renew "$@"
