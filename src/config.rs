@@ -75,6 +75,15 @@ pub struct ServeArgs {
     #[arg(long, env = "CHARTER_PUSH_REFUSE_PRIVATE")]
     #[serde(default)]
     pub push_refuse_private: bool,
+    /// Renewals allowed per license per window, on each node; 0 turns the limit off [default: 120].
+    #[arg(long, env = "CHARTER_RENEW_LIMIT_PER_LICENSE")]
+    pub renew_limit_per_license: Option<u32>,
+    /// Renewal requests allowed per client address per window, on each node; 0 turns the limit off [default: 600].
+    #[arg(long, env = "CHARTER_RENEW_LIMIT_PER_ADDRESS")]
+    pub renew_limit_per_address: Option<u32>,
+    /// The window of the renewal limits, in seconds [default: 60].
+    #[arg(long, env = "CHARTER_RENEW_LIMIT_WINDOW_SECS")]
+    pub renew_limit_window_secs: Option<u64>,
     /// Do not apply migrations at start (when `charter migrate` runs them).
     #[arg(long, env = "CHARTER_NO_MIGRATE")]
     #[serde(default)]
@@ -108,6 +117,7 @@ pub struct Config {
     pub shutdown_grace: std::time::Duration,
     pub shutdown_drain: std::time::Duration,
     pub push: crate::push::PushConfig,
+    pub renew_limits: crate::api::ratelimit::RenewLimits,
 }
 
 impl ServeArgs {
@@ -141,7 +151,10 @@ impl ServeArgs {
             push_timeout_secs,
             push_lease_secs,
             push_backoff_base_secs,
-            push_backoff_max_secs
+            push_backoff_max_secs,
+            renew_limit_per_license,
+            renew_limit_per_address,
+            renew_limit_window_secs
         );
         self.no_migrate |= file.no_migrate;
         self.push_refuse_private |= file.push_refuse_private;
@@ -204,6 +217,21 @@ impl Config {
         if push.timeout.is_zero() || push.lease <= push.timeout {
             bail!("push_timeout_secs must be at least 1 and push_lease_secs longer than it");
         }
+        let defaults = crate::api::ratelimit::RenewLimits::default();
+        let renew_limits = crate::api::ratelimit::RenewLimits {
+            per_license: a.renew_limit_per_license.unwrap_or(defaults.per_license),
+            per_address: a.renew_limit_per_address.unwrap_or(defaults.per_address),
+            window: secs(
+                a.renew_limit_window_secs
+                    .unwrap_or(defaults.window.as_secs()),
+            ),
+        };
+        if !(1..=86_400).contains(&renew_limits.window.as_secs()) {
+            bail!(
+                "renew_limit_window_secs must be between 1 and 86400, not {}",
+                renew_limits.window.as_secs()
+            );
+        }
         Ok(Config {
             listen,
             public_url,
@@ -222,6 +250,7 @@ impl Config {
             shutdown_grace: std::time::Duration::from_secs(a.shutdown_grace_secs.unwrap_or(25)),
             shutdown_drain: std::time::Duration::from_secs(a.shutdown_drain_secs.unwrap_or(0)),
             push,
+            renew_limits,
         })
     }
 }
@@ -257,6 +286,9 @@ push_backoff_base_secs = 2
 push_backoff_max_secs = 60
 push_refuse_private = true
 no_migrate = true
+renew_limit_per_license = 11
+renew_limit_per_address = 12
+renew_limit_window_secs = 13
 "#,
         )
         .expect("write");
@@ -291,6 +323,14 @@ no_migrate = true
         );
         assert!(p.refuse_private);
         assert!(!c.migrate);
+        assert_eq!(
+            (
+                c.renew_limits.per_license,
+                c.renew_limits.per_address,
+                c.renew_limits.window.as_secs()
+            ),
+            (11, 12, 13)
+        );
         assert_eq!(format!("{:?}", c.admin_password), "Some([redacted])");
 
         let c = Config::from_args(ServeArgs {

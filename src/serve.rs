@@ -242,6 +242,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let sealer = crate::sealed::Sealer::load_or_create(&config.keys_dir)?.map(Arc::new);
     let pusher = Arc::new(crate::push::Pusher::new(config.push.clone())?);
+    let renew_limiter = Arc::new(api::ratelimit::RenewLimiter::new(config.renew_limits));
     let state = AppState {
         pusher,
         sealer,
@@ -252,6 +253,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         auth_limiter: Arc::new(AuthLimiter::default()),
+        renew_limiter,
     };
     let app = api::router(state.clone());
     let (stop, mut stopped) = watch::channel(false);

@@ -185,3 +185,128 @@ fn refuses_to_start_without_a_password_or_keys() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The instance started on a `license.jwt` that is damaged on disk, or gone:
+/// it says why (Consul's `Warnings`, and the log) and serves the built-in
+/// license it was started with.
+#[tokio::test]
+async fn a_damaged_or_missing_license_file_falls_back_to_the_builtin_license() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = SigningKey::from_pem(&generate_pem(KeyAlg::EdDsa, 0).expect("key")).expect("parses");
+    let keyring = Keyring::from_keys(key, vec![]);
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        serde_json::to_string(&keyring.jwks()).expect("serialises"),
+    )
+    .expect("writes");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/");
+    let t = now();
+    let sign = |lid: &str| {
+        keyring
+            .sign(&Claims {
+                sub: base.clone(),
+                lid: lid.into(),
+                iat: t,
+                nbf: t,
+                exp: t + 30 * DAY,
+                lexp: t + 365 * DAY,
+                ..Claims::default()
+            })
+            .expect("signs")
+    };
+    let builtin = dir.path().join("builtin.jwt");
+    std::fs::write(&builtin, sign("built-in")).expect("writes");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let stored = sign("stored");
+    let client = reqwest::Client::new();
+    let consul = |c: &reqwest::Client| {
+        c.get(format!("{base}v1/operator/license"))
+            .basic_auth("admin", Some("pw"))
+            .send()
+    };
+    let flags = ["--builtin-license", &builtin.to_string_lossy()];
+    let run = |content: Option<Vec<u8>>| {
+        let file = data.join("license.jwt");
+        match content {
+            Some(c) => std::fs::write(&file, c).expect("writes"),
+            None => {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+        // Consul too, for its `Warnings`; stderr kept for the log.
+        Command::new(env!("CARGO_BIN_EXE_charter"))
+            .arg("instance")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--root-url", &base])
+            .args(["--data", &data.to_string_lossy()])
+            .args(["--jwks", &dir.path().join("jwks.json").to_string_lossy()])
+            .args(flags)
+            .env("CHARTER_INSTANCE_ADMIN_PASSWORD", "pw")
+            .env("CHARTER_INSTANCE_DIALECTS", "grafana,consul")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("charter instance starts")
+    };
+
+    // A good file: served, no warning.
+    let child = run(Some(stored.clone().into_bytes()));
+    wait_ready(&client, &base).await;
+    let body: Value = consul(&client)
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body["License"]["license_id"], "stored", "{body}");
+    assert_eq!(body["Warnings"], json!([]), "{body}");
+    stop(child);
+
+    let mut half = stored.clone().into_bytes();
+    half.truncate(half.len() / 2);
+    for (name, content, says) in [
+        ("garbage", Some(b"\x00\xffnot a token".to_vec()), "unusable"),
+        ("truncated", Some(half), "unusable"),
+        ("deleted", None, ""),
+    ] {
+        let mut child = run(content);
+        wait_ready(&client, &base).await;
+        let body: Value = consul(&client)
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(body["Valid"], true, "{name}: {body}");
+        assert_eq!(body["License"]["license_id"], "built-in", "{name}: {body}");
+        let warnings = body["Warnings"].to_string();
+        assert!(warnings.contains(says), "{name}: {warnings}");
+        let check: Value = client
+            .get(format!("{base}api/licensing/check"))
+            .basic_auth("admin", Some("pw"))
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(check, json!(true), "{name}");
+        if !says.is_empty() {
+            // The log says it too.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let output = child.wait_with_output().expect("exits");
+            let log = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                log.contains("stored license is unusable") && log.contains("built-in"),
+                "{name}: {log}"
+            );
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -133,6 +133,9 @@ async fn sigterm_under_load_loses_no_request() {
             "1",
         ])
         .env("CHARTER_ADMIN_PASSWORD", common::ADMIN.1)
+        // A load test: one license renewed from one address, far past the default limits.
+        .env("CHARTER_RENEW_LIMIT_PER_LICENSE", "0")
+        .env("CHARTER_RENEW_LIMIT_PER_ADDRESS", "0")
         .env_remove("CHARTER_DATABASE_URL")
         .current_dir(dir.path())
         .stderr(Stdio::piped())

@@ -78,6 +78,62 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Makes every error answer `{"message": ...}`, also those that axum or a
+/// layer produce as plain text (a body over the limit, a method or a media
+/// type not accepted), so a client never has to parse two formats.
+pub async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = if text.is_empty() || status.is_server_error() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = axum::Json(ErrorBody { message }).into_response();
+    let (json_parts, json_body) = body.into_parts();
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, json_body)
+}
+
+/// Refuses a path or query carrying an encoded control character (`%00`
+/// ... `%1F`, `%7F`) with 400: no identifier has one, and PostgreSQL cannot
+/// even compare a string holding NUL.
+pub async fn no_control_chars(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = req.uri();
+    let raw = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+    let bytes = raw.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let control = bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!((hex(w[1]), hex(w[2])), (Some(h), Some(l)) if h < 2 || (h == 7 && l == 15))
+    });
+    if control {
+        return ApiError::bad_request("the path and query must not contain control characters")
+            .into_response();
+    }
+    next.run(req).await
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

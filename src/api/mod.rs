@@ -28,6 +28,7 @@ pub mod instances;
 pub mod licenses;
 pub mod meta;
 pub mod products;
+pub mod ratelimit;
 pub mod serviceaccounts;
 pub mod tokens;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Failed authentications per client address.
     pub auth_limiter: Arc<auth::AuthLimiter>,
+    /// Renewals per license and per client address.
+    pub renew_limiter: Arc<ratelimit::RenewLimiter>,
 }
 
 #[derive(OpenApi)]
@@ -97,13 +100,68 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    let mut api = routes().into_openapi();
+    add_common_errors(&mut api);
+    api
+}
+
+/// Documents the errors any operation can answer besides its own: 400 (a
+/// malformed path or query), 503 (database unavailable); with credentials
+/// 401, 403 and 429 (too many failed attempts); with a body 413 and 415.
+fn add_common_errors(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build(),
+        )
+    };
+    for item in api.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            let mut common = vec![
+                ("400", "malformed path, query or body"),
+                ("503", "database unavailable, retry later"),
+            ];
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                common.extend([
+                    ("401", "missing or invalid credentials"),
+                    ("403", "credentials lack the permission needed"),
+                    ("429", "too many attempts; see Retry-After"),
+                ]);
+            }
+            if op.request_body.is_some() {
+                common.extend([
+                    ("413", "body larger than max_body_bytes"),
+                    ("415", "body is not application/json"),
+                ]);
+            }
+            for (status, description) in common {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error(description));
+            }
+        }
+    }
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    let (router, api) = routes().split_for_parts();
+    let (router, mut api) = routes().split_for_parts();
+    add_common_errors(&mut api);
     let api = Arc::new(api);
     router
         .route(
@@ -122,6 +180,8 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(error::no_control_chars))
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,

@@ -136,7 +136,10 @@ fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
               (status = 400, description = "malformed body", body = charter_token::ErrorBody),
               (status = 401, description = "no token, bad signature, unknown key, or expired beyond the grace", body = charter_token::ErrorBody),
               (status = 403, description = "license suspended, revoked or expired", body = charter_token::ErrorBody),
-              (status = 422, description = "instance not bound to the license", body = charter_token::ErrorBody)))]
+              (status = 413, description = "token or body too large", body = charter_token::ErrorBody),
+              (status = 422, description = "instance not bound to the license", body = charter_token::ErrorBody),
+              (status = 429, description = "too many renewals for this license or from this address; see `Retry-After`", body = charter_token::ErrorBody),
+              (status = 503, description = "database unavailable", body = charter_token::ErrorBody)))]
 async fn renew(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -156,6 +159,29 @@ async fn renew(
     }
 }
 
+/// A usage report is counts by name: at most 100 of them, names of 1-64
+/// printable characters, no negative counts.
+fn check_usage(usage: &charter_token::Usage) -> ApiResult<()> {
+    if usage.len() > 100 {
+        return Err(ApiError::field("usage", "at most 100 entries"));
+    }
+    for (name, n) in usage {
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(ApiError::field(
+                "usage",
+                format!("{name:?}: names must be 1-64 printable characters"),
+            ));
+        }
+        if *n < 0 {
+            return Err(ApiError::field(
+                &format!("usage.{name}"),
+                "must not be negative",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The renewal, with the reason of a refusal for the metrics.
 async fn renew_inner(
     state: &AppState,
@@ -165,6 +191,19 @@ async fn renew_inner(
 ) -> Result<Json<TokenResponse>, (&'static str, ApiError)> {
     let why = |reason: &'static str| move |e: ApiError| (reason, e);
     let store_err = |e: crate::db::StoreError| ("unavailable", ApiError::from(e));
+    let limited = |what: &str, wait: u64| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many renewals {what}; retry in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        ("rate_limited", e)
+    };
+    // Per address first, before any signature work.
+    let addr = ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if let Err(wait) = state.renew_limiter.by_address.hit(&addr) {
+        return Err(limited("from this address", wait));
+    }
     let token = bearer(headers).map_err(why("no_token"))?;
     let t = now();
     let old = match state.keys.public().verify_signature(token) {
@@ -188,6 +227,11 @@ async fn renew_inner(
             ));
         }
     };
+    // Per license only once the token is proven, so a forger cannot use up
+    // another customer's renewals.
+    if let Err(wait) = state.renew_limiter.by_license.hit(&old.lid) {
+        return Err(limited("for this license", wait));
+    }
     let grace = state.config.renew_grace_days.saturating_mul(DAY);
     if t >= old.exp.saturating_add(grace) {
         return Err((
@@ -206,6 +250,9 @@ async fn renew_inner(
             .map_err(|e| ("bad_request", ApiError::bad_request(format!("body: {e}"))))?
             .usage
     };
+    if let Some(u) = &usage {
+        check_usage(u).map_err(why("bad_request"))?;
+    }
     let license = state
         .store
         .get_license(&old.lid)

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pgtemp;
 pub mod procs;
 
 use std::path::PathBuf;
@@ -48,12 +49,27 @@ impl Data {
         }
     }
 
+    /// SQLite at `db` (e.g. on a small or read-only filesystem); keys and the
+    /// rest in a temp dir.
+    pub fn sqlite_at(db: &std::path::Path) -> Data {
+        Data {
+            dir: tempfile::tempdir().expect("temp dir"),
+            database_url: format!("sqlite://{}", db.display()),
+            pg_db: None,
+        }
+    }
+
     pub fn keys_dir(&self) -> PathBuf {
         self.dir.path().join("keys")
     }
 
     pub fn config(&self) -> Config {
-        Config::from_args(ServeArgs {
+        self.config_with(|_| {})
+    }
+
+    /// The test configuration with some settings changed.
+    pub fn config_with(&self, change: impl FnOnce(&mut ServeArgs)) -> Config {
+        let mut args = ServeArgs {
             listen: Some("127.0.0.1:0".parse().expect("addr")),
             public_url: Some("https://issuer.test/".into()),
             database_url: Some(self.database_url.clone()),
@@ -63,8 +79,9 @@ impl Data {
             // Tests run the push job themselves (`charter::push::run_once`).
             push_interval_secs: Some(0),
             ..Default::default()
-        })
-        .expect("config")
+        };
+        change(&mut args);
+        Config::from_args(args).expect("config")
     }
 }
 
@@ -112,7 +129,19 @@ impl TestApp {
     }
 
     pub async fn start_on(data: Data) -> TestApp {
-        let server = serve::start(data.config()).await.expect("server starts");
+        let config = data.config();
+        Self::start_config(data, config).await
+    }
+
+    /// Starts on fresh data with some settings changed.
+    pub async fn start_with(backend: Backend, change: impl FnOnce(&mut ServeArgs)) -> TestApp {
+        let data = Data::new(backend).await;
+        let config = data.config_with(change);
+        Self::start_config(data, config).await
+    }
+
+    pub async fn start_config(data: Data, config: Config) -> TestApp {
+        let server = serve::start(config).await.expect("server starts");
         TestApp {
             base: format!("http://{}", server.addr),
             server: Some(server),

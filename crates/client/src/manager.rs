@@ -79,6 +79,10 @@ pub(crate) struct Held {
     pub(crate) check: Check,
     pub(crate) source: Option<Source>,
     pub(crate) renewal: RenewalState,
+    /// Why the stored license is not held (corrupt or removed), for the warnings.
+    pub(crate) stored_problem: Option<String>,
+    /// The stored token last found unusable, so it is judged once, not every tick.
+    pub(crate) rejected: Option<String>,
 }
 
 pub(crate) struct Inner {
@@ -108,6 +112,8 @@ pub(crate) struct Inner {
     /// Serialises changes of the held token (install, remove, renew).
     pub(crate) write: Mutex<()>,
     pub(crate) renewing: Mutex<()>,
+    /// The issuer's last `Retry-After` (seconds; 0 for none), a floor for the next retry.
+    pub(crate) retry_after: std::sync::atomic::AtomicU64,
     pub(crate) tx: watch::Sender<StateInfo>,
     pub(crate) wake: Notify,
     pub(crate) http: reqwest::Client,
@@ -183,11 +189,14 @@ impl LicenseManager {
                     check: Check::NotLoaded,
                     source: None,
                     renewal: RenewalState::default(),
+                    stored_problem: None,
+                    rejected: None,
                 }),
                 latest_seen: AtomicI64::new(now),
                 persisted_seen: AtomicI64::new(i64::MIN),
                 write: Mutex::new(()),
                 renewing: Mutex::new(()),
+                retry_after: std::sync::atomic::AtomicU64::new(0),
                 tx,
                 wake: Notify::new(),
                 http,
@@ -215,13 +224,8 @@ impl LicenseManager {
             self.inner.latest_seen.fetch_max(seen, Ordering::SeqCst);
             self.inner.persisted_seen.store(seen, Ordering::SeqCst);
         }
-        let (token, check, source) = match token {
-            Some(t) => {
-                let check = self.check_token(&t).await;
-                (Some(t), check, Some(Source::Stored))
-            }
-            None => self.fallback().await,
-        };
+        let stored_token = token.clone();
+        let (token, check, source, problem) = self.stored_or_fallback(token, false).await;
         if let Check::Verified(c) = &check {
             self.inner.latest_seen.fetch_max(c.iat, Ordering::SeqCst);
         }
@@ -230,8 +234,52 @@ impl LicenseManager {
             h.check = check;
             h.source = source;
             h.renewal = RenewalState::default();
+            h.rejected = problem.is_some().then_some(stored_token).flatten();
+            h.stored_problem = problem;
         });
         Ok(self.publish())
+    }
+
+    /// What to hold given what the store has: the stored token, unless it
+    /// is corrupt (then the built-in license if that verifies, saying so);
+    /// the built-in license when nothing is stored. `removed` tells a token
+    /// that disappeared while running from a store that never had one.
+    async fn stored_or_fallback(
+        &self,
+        stored: Option<String>,
+        removed: bool,
+    ) -> (Option<String>, Check, Option<Source>, Option<String>) {
+        let builtin = self.inner.builtin.is_some();
+        let Some(t) = stored else {
+            let (token, check, source) = self.fallback().await;
+            let problem = removed.then(|| {
+                let m = if builtin {
+                    "the stored license was removed; using the built-in license"
+                } else {
+                    "the stored license was removed; no license is held"
+                };
+                tracing::warn!("{m}");
+                m.to_string()
+            });
+            return (token, check, source, problem);
+        };
+        let check = self.check_token(&t).await;
+        let Check::Invalid(reason) = &check else {
+            return (Some(t), check, Some(Source::Stored), None);
+        };
+        if builtin {
+            let (token, fb, source) = self.fallback().await;
+            if matches!(fb, Check::Verified(_)) {
+                let m = format!(
+                    "the stored license is unusable ({reason}); using the built-in license"
+                );
+                tracing::warn!(reason = %reason, "the stored license is unusable; using the built-in license");
+                return (token, fb, source, Some(m));
+            }
+        }
+        let m = format!("the stored license is unusable ({reason})");
+        tracing::warn!(reason = %reason, "the stored license is unusable");
+        (Some(t), check, Some(Source::Stored), Some(m))
     }
 
     /// What is held when nothing is stored: the built-in license, if any.
@@ -326,6 +374,8 @@ impl LicenseManager {
             h.token = Some(token.to_string());
             h.check = Check::Verified(Box::new(claims));
             h.source = Some(source);
+            h.stored_problem = None;
+            h.rejected = None;
             h.renewal.last_error = None;
             h.renewal.failures = 0;
             h.renewal.next_attempt_at = None;
@@ -356,6 +406,8 @@ impl LicenseManager {
             h.check = check;
             h.source = source;
             h.renewal = RenewalState::default();
+            h.stored_problem = None;
+            h.rejected = None;
         });
         Ok(self.publish())
     }
@@ -372,6 +424,8 @@ impl LicenseManager {
             h.check = Check::Verified(Box::new(claims));
             h.source = Some(Source::BuiltIn);
             h.renewal = RenewalState::default();
+            h.stored_problem = None;
+            h.rejected = None;
         });
         self.inner.wake.notify_one();
         Ok(self.publish())
@@ -410,24 +464,23 @@ impl LicenseManager {
     async fn sync_with_store(&self) -> Result<(), StoreError> {
         let _w = self.inner.write.lock().await;
         let stored = self.blocking(|s| s.load()).await?;
-        let (held, source) = {
+        let (held, source, rejected) = {
             let h = self.held();
-            (h.token.clone(), h.source)
+            (h.token.clone(), h.source, h.rejected.clone())
         };
         let unchanged = match &stored {
-            Some(t) => held.as_deref() == Some(t.as_str()) && source != Some(Source::BuiltIn),
+            Some(t) => {
+                (held.as_deref() == Some(t.as_str()) && source != Some(Source::BuiltIn))
+                    || rejected.as_deref() == Some(t.as_str())
+            }
             None => held.is_none() || source == Some(Source::BuiltIn),
         };
         if unchanged || matches!(self.held().check, Check::NotLoaded) {
             return Ok(());
         }
-        let (token, check, source) = match stored {
-            Some(t) => {
-                let check = self.check_token(&t).await;
-                (Some(t), check, Some(Source::Stored))
-            }
-            None => self.fallback().await,
-        };
+        let stored_token = stored.clone();
+        let (token, check, source, problem) = self.stored_or_fallback(stored, true).await;
+        let rejected = problem.is_some().then_some(stored_token).flatten();
         tracing::info!("license changed in the store; taken up");
         if let Check::Verified(c) = &check {
             self.inner.latest_seen.fetch_max(c.iat, Ordering::SeqCst);
@@ -439,6 +492,8 @@ impl LicenseManager {
             h.renewal.last_error = None;
             h.renewal.failures = 0;
             h.renewal.next_attempt_at = None;
+            h.stored_problem = problem;
+            h.rejected = rejected;
         });
         Ok(())
     }

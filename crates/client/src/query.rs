@@ -128,6 +128,11 @@ impl LicenseManager {
         if let (Some(c), TokenStatus::Valid) = (&claims, status) {
             warnings.extend(expiry_warnings(c, effective));
         }
+        if let Some(message) = &held.stored_problem {
+            warnings.push(Warning::StoredLicenseUnusable {
+                message: message.clone(),
+            });
+        }
         if let Some(e) = &held.renewal.last_error {
             warnings.push(Warning::RenewalFailed {
                 message: e.message.clone(),

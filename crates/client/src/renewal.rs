@@ -106,6 +106,17 @@ impl LicenseManager {
             .await
             .map_err(|e| RenewError::Unreachable(e.to_string()))?;
         let status = resp.status();
+        // A 429 or 503 may say when to come back (seconds; capped at a day).
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(86_400);
+        self.inner
+            .retry_after
+            .store(retry_after, std::sync::atomic::Ordering::SeqCst);
         let mut bytes = Vec::new();
         while let Some(chunk) = resp
             .chunk()
@@ -200,7 +211,12 @@ impl LicenseManager {
                         Ok(_) => check,
                         Err(_) => {
                             let failures = self.held().renewal.failures;
-                            let delay = self.backoff(failures);
+                            // Never sooner than the issuer asked (its rate limit).
+                            let asked = self
+                                .inner
+                                .retry_after
+                                .swap(0, std::sync::atomic::Ordering::SeqCst);
+                            let delay = self.backoff(failures).max(Duration::from_secs(asked));
                             let next = now + delay.as_secs() as i64;
                             self.set_held(|h| h.renewal.next_attempt_at = Some(next));
                             self.publish();

@@ -82,6 +82,9 @@ pub enum Warning {
     /// The license of the held token is on the issuer's revocation list: the
     /// token is not valid and is not renewed.
     LicenseRevoked { lid: String },
+    /// The stored license (`license.jwt`) is corrupt or was removed; the
+    /// built-in license, if any, is held instead.
+    StoredLicenseUnusable { message: String },
 }
 
 impl Warning {
@@ -102,6 +105,7 @@ impl Warning {
             Warning::LicenseRevoked { lid } => {
                 format!("license {lid} has been revoked by the issuer")
             }
+            Warning::StoredLicenseUnusable { message } => message.clone(),
         }
     }
 }

@@ -86,8 +86,10 @@ impl FileStore {
 
     fn read(&self, name: &str) -> Result<Option<String>, StoreError> {
         let path = self.dir.join(name);
-        match fs::read_to_string(&path) {
-            Ok(s) => Ok(Some(s)),
+        // Bytes that are not UTF-8 are a corrupt file, judged (and refused)
+        // like any other bad token, not an error that stops the instance.
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io { path, source }),
         }

@@ -26,6 +26,8 @@ enum Answer {
     /// Renews after a pause (to race an install).
     SlowRenew(u64),
     Refuse(u16, &'static str),
+    /// 429 with `Retry-After: <seconds>`.
+    Limited(u64),
     WrongInstance,
 }
 
@@ -59,7 +61,7 @@ async fn renew(
     State(issuer): State<Issuer>,
     headers: HeaderMap,
     Json(req): Json<RenewRequest>,
-) -> Result<Json<TokenResponse>, (StatusCode, Json<ErrorBody>)> {
+) -> Result<Json<TokenResponse>, axum::response::Response> {
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -96,12 +98,19 @@ async fn renew(
                 claims,
             }))
         }
-        Answer::Refuse(status, message) => Err((
+        Answer::Refuse(status, message) => Err(axum::response::IntoResponse::into_response((
             StatusCode::from_u16(status).expect("valid status"),
             Json(ErrorBody {
                 message: message.into(),
             }),
-        )),
+        ))),
+        Answer::Limited(secs) => Err(axum::response::IntoResponse::into_response((
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", secs.to_string())],
+            Json(ErrorBody {
+                message: "too many renewals for this license".into(),
+            }),
+        ))),
     }
 }
 
@@ -366,4 +375,28 @@ async fn a_renewal_does_not_overwrite_a_license_installed_meanwhile() {
     let info = s.manager.state_info();
     assert_eq!(info.claims.map(|c| c.jti), Some("installed-by-hand".into()));
     assert_eq!(info.renewal.last_error, None);
+}
+
+#[tokio::test]
+async fn a_rate_limited_renewal_waits_as_long_as_the_issuer_asks() {
+    let (url, issuer) = issuer(vec![Answer::Limited(2), Answer::Renew]).await;
+    let s = managed(url, &issuer).await;
+    s.clock.set(NOW + DAY);
+    let mut rx = s.manager.subscribe();
+    let task = s.manager.spawn_background();
+    let renewed = tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|i| i.source == Some(Source::Renewed)),
+    )
+    .await;
+    task.abort();
+    renewed.expect("renewed in time").expect("sender alive");
+    let at: Vec<Instant> = issuer.requests().iter().map(|r| r.0).collect();
+    assert_eq!(at.len(), 2);
+    // Backoff alone would retry after 50-100 ms; the issuer asked for 2 s.
+    assert!(
+        at[1] - at[0] >= Duration::from_secs(2),
+        "{:?}",
+        at[1] - at[0]
+    );
 }

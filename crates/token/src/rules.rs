@@ -68,6 +68,11 @@ impl InstanceUrl {
         if input.len() > 2048 {
             return Err(UrlError::Invalid("longer than 2048 characters".into()));
         }
+        // The URL standard drops leading and trailing control characters;
+        // refuse them instead, so two different strings never name one instance.
+        if input.chars().any(char::is_control) {
+            return Err(UrlError::Invalid("contains control characters".into()));
+        }
         let mut url =
             url::Url::parse(input.trim()).map_err(|e| UrlError::Invalid(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {

@@ -26,10 +26,15 @@ fn pem(slot: &'static OnceLock<String>) -> &'static str {
     slot.get_or_init(|| generate_pem(KeyAlg::EdDsa, 0).expect("Ed25519 key generation"))
 }
 
+/// The vendor's signing key as PKCS#8 PEM (to forge headers in tests).
+pub fn signing_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    pem(&PEM)
+}
+
 /// The vendor's signing key, known to every manager in these tests.
 pub fn keyring() -> Keyring {
-    static PEM: OnceLock<String> = OnceLock::new();
-    let key = SigningKey::from_pem(pem(&PEM)).expect("test key parses");
+    let key = SigningKey::from_pem(signing_pem()).expect("test key parses");
     Keyring::from_keys(key, vec![])
 }
 
