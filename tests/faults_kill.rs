@@ -129,7 +129,10 @@ async fn sigkill_mid_issuance_and_push(backend: Backend) {
         })
     };
     // Kill once some pushes arrived and more are in flight.
-    let started = eventually(30, || async { got.lock().expect("lock").len() >= 4 }).await;
+    let started = eventually(30, || async {
+        got.lock().expect("lock").len() >= 4 && answered.lock().expect("lock").len() >= 2
+    })
+    .await;
     assert!(started, "pushes started");
     let delivered_before = got.lock().expect("lock").len();
     issuer.kill();
