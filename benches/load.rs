@@ -4,7 +4,7 @@
 //!
 //! `bash benches/run.sh` (or `cargo bench --bench load`). Knobs (environment):
 //! `LOAD_N` instances issued then renewed per run (default 2000),
-//! `LOAD_CONCURRENCY` requests in flight (default 16), `LOAD_CHECK_SECS` per
+//! `LOAD_CHARTER_BIN` another build to measure, `LOAD_CONCURRENCY` requests in flight (default 16), `LOAD_CHECK_SECS` per
 //! check round (default 3), `LOAD_PUSH` push sizes (default `1000,10000`),
 //! `LOAD_STORES` (default `sqlite,postgres`), `LOAD_PG_ADMIN` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `CHARTER_LOG` passed to
@@ -87,8 +87,9 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn charter_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_charter")
+/// The `charter` binary under test (`LOAD_CHARTER_BIN` to compare builds).
+fn charter_bin() -> String {
+    std::env::var("LOAD_CHARTER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_charter").to_string())
 }
 
 fn command(program: &str) -> Command {
@@ -133,7 +134,7 @@ async fn spawn(mut cmd: Command, port: u16, log: PathBuf) -> anyhow::Result<Proc
 
 async fn issuer(dir: &Path, db: &str, extra: &[&str]) -> anyhow::Result<Proc> {
     let port = free_port()?;
-    let mut cmd = command(charter_bin());
+    let mut cmd = command(&charter_bin());
     cmd.arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--database-url", db])
@@ -513,7 +514,7 @@ async fn run() -> anyhow::Result<()> {
             eprintln!("== issue + renew, {alg}, {kind}");
             let dir = tempfile::tempdir()?;
             if alg == "eddsa" {
-                let status = command(charter_bin())
+                let status = command(&charter_bin())
                     .args(["keys", "generate", "--alg", "eddsa", "--dir"])
                     .arg(dir.path().join("keys"))
                     .stdout(Stdio::null())
@@ -522,8 +523,7 @@ async fn run() -> anyhow::Result<()> {
             }
             let store = Store::new(kind, dir.path()).await?;
             let proc = issuer(dir.path(), &store.url, &["--push-interval-secs", "0"]).await?;
-            let (issue_rows, renew_row) =
-                issue_and_renew(&proc, n, conc, alg, kind, &refs).await?;
+            let (issue_rows, renew_row) = issue_and_renew(&proc, n, conc, alg, kind, &refs).await?;
             rows.extend(issue_rows);
             rows.push(renew_row);
             if kind == "sqlite" && alg == "rs256" && check_issuer.is_none() {
@@ -568,7 +568,10 @@ async fn run() -> anyhow::Result<()> {
             });
         }
     }
-    print_table(&rows, &format!("{load_before} (start), {} (end)", loadavg()));
+    print_table(
+        &rows,
+        &format!("{load_before} (start), {} (end)", loadavg()),
+    );
     Ok(())
 }
 
@@ -708,7 +711,7 @@ async fn check(issuer: &Proc, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let conns: usize = env_or("LOAD_CHECK_CONNECTIONS", 8);
     let port = free_port()?;
     let root = format!("http://127.0.0.1:{port}/");
-    let mut cmd = command(charter_bin());
+    let mut cmd = command(&charter_bin());
     cmd.arg("instance")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--issuer", &issuer.base, "--root-url", &root])

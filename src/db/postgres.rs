@@ -168,10 +168,11 @@ fn token_row(r: &Row) -> Result<TokenRecord> {
 
 async fn insert_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
     c.execute(
-        &format!(
+        &c.prepare_cached(&format!(
             "INSERT INTO instances ({INSTANCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
              $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
-        ),
+        ))
+        .await?,
         &[
             &i.id,
             &i.lid,
@@ -206,11 +207,11 @@ async fn insert_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
 
 async fn update_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
     c.execute(
-        "UPDATE instances SET dialect = $3, push_enabled = $4, last_jti = $5, last_issued_at = $6, \
+        &c.prepare_cached("UPDATE instances SET dialect = $3, push_enabled = $4, last_jti = $5, last_issued_at = $6, \
          next_renewal_at = $7, usage = $8, usage_reported_at = $9, updated_at = $10, \
          token_expires_at = $11, push_next_at = $12, push_attempts = $13, push_last_error = $14, \
          push_last_ok_at = $15, push_at_risk = $16, removal_pending = $17, push_pending_jti = $18 \
-         WHERE lid = $1 AND id = $2",
+         WHERE lid = $1 AND id = $2").await?,
         &[
             &i.lid,
             &i.id,
@@ -238,10 +239,18 @@ async fn update_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
 
 /// Locks the license row (serialising binds) and checks there is room.
 async fn check_room(c: &impl GenericClient, lid: &str, max: i64) -> Result<()> {
-    c.query_opt("SELECT 1 FROM licenses WHERE lid = $1 FOR UPDATE", &[&lid])
-        .await?;
+    c.query_opt(
+        &c.prepare_cached("SELECT 1 FROM licenses WHERE lid = $1 FOR UPDATE")
+            .await?,
+        &[&lid],
+    )
+    .await?;
     let bound: i64 = c
-        .query_one("SELECT count(*) FROM instances WHERE lid = $1", &[&lid])
+        .query_one(
+            &c.prepare_cached("SELECT count(*) FROM instances WHERE lid = $1")
+                .await?,
+            &[&lid],
+        )
         .await?
         .try_get(0)?;
     if bound >= max {
@@ -300,7 +309,11 @@ impl PgStore {
         map: fn(&Row) -> Result<T>,
     ) -> Result<Option<T>> {
         let c = self.pool.get().await?;
-        c.query_opt(sql, args).await?.as_ref().map(map).transpose()
+        c.query_opt(&c.prepare_cached(sql).await?, args)
+            .await?
+            .as_ref()
+            .map(map)
+            .transpose()
     }
 
     async fn many<T>(
@@ -310,12 +323,18 @@ impl PgStore {
         map: fn(&Row) -> Result<T>,
     ) -> Result<Vec<T>> {
         let c = self.pool.get().await?;
-        c.query(sql, args).await?.iter().map(map).collect()
+        c.query(&c.prepare_cached(sql).await?, args)
+            .await?
+            .iter()
+            .map(map)
+            .collect()
     }
 
     async fn count(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<i64> {
         let c = self.pool.get().await?;
-        Ok(c.query_one(sql, args).await?.try_get(0)?)
+        Ok(c.query_one(&c.prepare_cached(sql).await?, args)
+            .await?
+            .try_get(0)?)
     }
 }
 
@@ -327,14 +346,18 @@ impl Store for PgStore {
 
     async fn health(&self) -> Result<()> {
         let c = self.pool.get().await?;
-        c.query_one("SELECT 1", &[]).await?;
+        c.query_one(&c.prepare_cached("SELECT 1").await?, &[])
+            .await?;
         Ok(())
     }
 
     async fn insert_product(&self, p: &Product) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            &format!("INSERT INTO products ({PRODUCT_COLS}) VALUES ($1, $2, $3, $4, $5)"),
+            &c.prepare_cached(&format!(
+                "INSERT INTO products ({PRODUCT_COLS}) VALUES ($1, $2, $3, $4, $5)"
+            ))
+            .await?,
             &[
                 &p.slug,
                 &p.name,
@@ -369,7 +392,10 @@ impl Store for PgStore {
     async fn update_product(&self, p: &Product) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            "UPDATE products SET name = $2, features = $3, updated_at = $4 WHERE slug = $1",
+            &c.prepare_cached(
+                "UPDATE products SET name = $2, features = $3, updated_at = $4 WHERE slug = $1",
+            )
+            .await?,
             &[&p.slug, &p.name, &Json(&p.features), &p.updated_at],
         )
         .await?;
@@ -379,7 +405,10 @@ impl Store for PgStore {
     async fn insert_account(&self, a: &Account) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &c.prepare_cached(&format!(
+                "INSERT INTO accounts ({ACCOUNT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            ))
+            .await?,
             &[
                 &a.id,
                 &a.company,
@@ -424,7 +453,7 @@ impl Store for PgStore {
     async fn update_account(&self, a: &Account) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            "UPDATE accounts SET company = $2, account = $3, slug = $4, updated_at = $5 WHERE id = $1",
+            &c.prepare_cached("UPDATE accounts SET company = $2, account = $3, slug = $4, updated_at = $5 WHERE id = $1").await?,
             &[&a.id, &a.company, &a.account, &a.slug, &a.updated_at],
         )
         .await
@@ -435,9 +464,10 @@ impl Store for PgStore {
     async fn insert_license(&self, l: &License) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            &format!(
+            &c.prepare_cached(&format!(
                 "INSERT INTO licenses ({LICENSE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            ),
+            ))
+            .await?,
             &[
                 &l.lid,
                 &l.account_id,
@@ -493,8 +523,8 @@ impl Store for PgStore {
     async fn update_license(&self, l: &License) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            "UPDATE licenses SET status = $2, starts_at = $3, expires_at = $4, max_instances = $5, \
-             terms = $6, updated_at = $7 WHERE lid = $1",
+            &c.prepare_cached("UPDATE licenses SET status = $2, starts_at = $3, expires_at = $4, max_instances = $5, \
+             terms = $6, updated_at = $7 WHERE lid = $1").await?,
             &[
                 &l.lid,
                 &l.status.as_str(),
@@ -555,7 +585,8 @@ impl Store for PgStore {
     async fn delete_instance(&self, lid: &str, id: &str) -> Result<bool> {
         let c = self.pool.get().await?;
         Ok(c.execute(
-            "DELETE FROM instances WHERE lid = $1 AND id = $2",
+            &c.prepare_cached("DELETE FROM instances WHERE lid = $1 AND id = $2")
+                .await?,
             &[&lid, &id],
         )
         .await?
@@ -574,7 +605,8 @@ impl Store for PgStore {
         } else {
             // Serialise renewals of one instance, so a retry sees the first.
             tx.query_opt(
-                "SELECT 1 FROM instances WHERE id = $1 FOR UPDATE",
+                &tx.prepare_cached("SELECT 1 FROM instances WHERE id = $1 FOR UPDATE")
+                    .await?,
                 &[&is.instance.id],
             )
             .await?;
@@ -582,7 +614,7 @@ impl Store for PgStore {
         if let (Some(since), Some(old)) = (is.idempotent_since, &is.token.renewed_from) {
             let existing = tx
                 .query_opt(
-                    &format!("SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = $1 AND iat >= $2 ORDER BY iat DESC LIMIT 1"),
+                    &tx.prepare_cached(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = $1 AND iat >= $2 ORDER BY iat DESC LIMIT 1")).await?,
                     &[old, &since],
                 )
                 .await?;
@@ -597,9 +629,10 @@ impl Store for PgStore {
         }
         let t = &is.token;
         tx.execute(
-            &format!(
+            &tx.prepare_cached(&format!(
                 "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            ),
+            ))
+            .await?,
             &[
                 &t.jti,
                 &t.lid,
@@ -646,12 +679,13 @@ impl Store for PgStore {
         let c = self.pool.get().await?;
         let rows = c
             .query(
-                &format!(
+                &c.prepare_cached(&format!(
                     "UPDATE instances SET lease_owner = $3, lease_until = $4 WHERE id IN ( \
                      SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid WHERE {due} \
                      ORDER BY i.push_next_at LIMIT $2 FOR UPDATE OF i SKIP LOCKED) \
                      RETURNING {INSTANCE_SELECT}, credentials"
-                ),
+                ))
+                .await?,
                 &[&now, &limit, &owner, &lease_until],
             )
             .await?;
@@ -675,12 +709,13 @@ impl Store for PgStore {
         let c = self.pool.get().await?;
         let row = c
             .query_opt(
-                &format!(
+                &c.prepare_cached(&format!(
                     "UPDATE instances SET lease_owner = $2, lease_until = $3 WHERE id IN ( \
                      SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid \
                      WHERE i.lid = $4 AND i.id = $5 AND {due} FOR UPDATE OF i SKIP LOCKED) \
                      RETURNING {INSTANCE_SELECT}, credentials"
-                ),
+                ))
+                .await?,
                 &[&now, &owner, &lease_until, &lid, &id],
             )
             .await?;
@@ -691,10 +726,10 @@ impl Store for PgStore {
         let c = self.pool.get().await?;
         let n = c
             .execute(
-                "UPDATE instances SET push_next_at = $3, push_attempts = $4, push_last_error = $5, \
+                &c.prepare_cached("UPDATE instances SET push_next_at = $3, push_attempts = $4, push_last_error = $5, \
                  push_last_ok_at = $6, push_at_risk = $7, removal_pending = $8, push_pending_jti = $9, \
                  token_expires_at = $10, lease_owner = NULL, lease_until = NULL \
-                 WHERE id = $1 AND lease_owner = $2",
+                 WHERE id = $1 AND lease_owner = $2").await?,
                 &[
                     &i.id, &owner, &i.push_next_at, &i.push_attempts, &i.push_last_error,
                     &i.push_last_ok_at, &i.push_at_risk, &i.removal_pending, &i.push_pending_jti, &i.token_expires_at,
@@ -707,8 +742,8 @@ impl Store for PgStore {
     async fn mark_removals(&self, lid: &str, now: i64) -> Result<u64> {
         let c = self.pool.get().await?;
         Ok(c.execute(
-            "UPDATE instances SET removal_pending = TRUE, push_next_at = $2, push_attempts = 0, \
-             push_last_error = NULL WHERE lid = $1 AND push_enabled",
+            &c.prepare_cached("UPDATE instances SET removal_pending = TRUE, push_next_at = $2, push_attempts = 0, \
+             push_last_error = NULL WHERE lid = $1 AND push_enabled").await?,
             &[&lid, &now],
         )
         .await?)
@@ -717,7 +752,8 @@ impl Store for PgStore {
     async fn set_credentials(&self, lid: &str, id: &str, sealed: Option<&str>) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            "UPDATE instances SET credentials = $3 WHERE lid = $1 AND id = $2",
+            &c.prepare_cached("UPDATE instances SET credentials = $3 WHERE lid = $1 AND id = $2")
+                .await?,
             &[&lid, &id, &sealed],
         )
         .await?;
@@ -744,7 +780,8 @@ impl Store for PgStore {
     async fn revoked_licenses(&self) -> Result<Vec<String>> {
         let c = self.pool.get().await?;
         c.query(
-            "SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid",
+            &c.prepare_cached("SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid")
+                .await?,
             &[],
         )
         .await?
@@ -756,7 +793,8 @@ impl Store for PgStore {
     async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
         let c = self.pool.get().await?;
         c.query(
-            "SELECT lid, expires_at FROM licenses WHERE status = 'active'",
+            &c.prepare_cached("SELECT lid, expires_at FROM licenses WHERE status = 'active'")
+                .await?,
             &[],
         )
         .await?
@@ -777,23 +815,32 @@ impl Store for PgStore {
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {
         let c = self.pool.get().await?;
-        c.query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
-            .await?
-            .map(|r| r.try_get(0).map_err(StoreError::from))
-            .transpose()
+        c.query_opt(
+            &c.prepare_cached("SELECT value FROM settings WHERE key = $1")
+                .await?,
+            &[&key],
+        )
+        .await?
+        .map(|r| r.try_get(0).map_err(StoreError::from))
+        .transpose()
     }
 
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let c = self.pool.get().await?;
         c.execute(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &c.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .await?,
             &[&key, &value],
         )
         .await?;
-        Ok(
-            c.query_one("SELECT value FROM settings WHERE key = $1", &[&key])
-                .await?
-                .try_get(0)?,
+        Ok(c.query_one(
+            &c.prepare_cached("SELECT value FROM settings WHERE key = $1")
+                .await?,
+            &[&key],
         )
+        .await?
+        .try_get(0)?)
     }
 }

@@ -1,9 +1,12 @@
-//! The embedded SQLite store: one file, one writer. Calls run on the blocking
-//! pool behind a mutex; WAL journal with `synchronous=NORMAL` (durable across
-//! process crashes; a power cut may lose the last transactions, not corrupt).
+//! The embedded SQLite store: one file, one writer. Calls run in order on a
+//! thread of their own that owns the connection (no lock, no hop through the
+//! blocking pool per call), with cached prepared statements; WAL journal with
+//! `synchronous=NORMAL` (durable across process crashes; a power cut may lose
+//! the last transactions, not corrupt).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -21,9 +24,38 @@ mod embedded {
     refinery::embed_migrations!("sql/sqlite");
 }
 
+/// A call to run on the connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// Calls sent and not yet finished.
+    pending: Arc<AtomicUsize>,
+}
+
+/// `execute` and `query_row` through the connection's statement cache, so
+/// the hot paths parse their SQL once.
+pub(crate) trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
@@ -169,7 +201,7 @@ fn token_row(r: &Row) -> rusqlite::Result<TokenRecord> {
 
 fn insert_instance(c: &Connection, i: &Instance) -> Result<()> {
     let usage = i.usage.as_ref().map(json).transpose()?;
-    c.execute(
+    c.exec(
         &format!("INSERT INTO instances ({INSTANCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
         params![
             i.id, i.lid, i.url, i.dialect.as_str(), i.push_enabled, i.last_jti, i.last_issued_at,
@@ -189,7 +221,7 @@ fn insert_instance(c: &Connection, i: &Instance) -> Result<()> {
 
 fn update_instance(c: &Connection, i: &Instance) -> Result<()> {
     let usage = i.usage.as_ref().map(json).transpose()?;
-    c.execute(
+    c.exec(
         "UPDATE instances SET dialect = ?3, push_enabled = ?4, last_jti = ?5, last_issued_at = ?6, \
          next_renewal_at = ?7, usage = ?8, usage_reported_at = ?9, updated_at = ?10, \
          token_expires_at = ?11, push_next_at = ?12, push_attempts = ?13, push_last_error = ?14, \
@@ -220,7 +252,7 @@ fn update_instance(c: &Connection, i: &Instance) -> Result<()> {
 }
 
 fn check_room(c: &Connection, lid: &str, max: i64) -> Result<()> {
-    let bound: i64 = c.query_row(
+    let bound: i64 = c.row(
         "SELECT count(*) FROM instances WHERE lid = ?1",
         [lid],
         |r| r.get(0),
@@ -238,11 +270,11 @@ fn check_room(c: &Connection, lid: &str, max: i64) -> Result<()> {
 fn lease(c: &Connection, ids: &[String], owner: &str, lease_until: i64) -> Result<Vec<PushJob>> {
     let mut jobs = Vec::with_capacity(ids.len());
     for id in ids {
-        c.execute(
+        c.exec(
             "UPDATE instances SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
             params![id, owner, lease_until],
         )?;
-        let job = c.query_row(
+        let job = c.row(
             &format!("SELECT {INSTANCE_SELECT}, credentials FROM instances WHERE id = ?1"),
             [id],
             |r| {
@@ -266,6 +298,7 @@ impl SqliteStore {
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> anyhow::Result<Connection> {
             let mut conn = Connection::open(&path)?;
+            conn.set_prepared_statement_cache_capacity(128);
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -276,25 +309,43 @@ impl SqliteStore {
             Ok(conn)
         })
         .await??;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let done = pending.clone();
+        // The thread ends, closing the connection, when the last clone of
+        // the store is dropped.
+        std::thread::Builder::new()
+            .name("charter-sqlite".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = queue.recv() {
+                    // A panicking call fails alone (its caller sees an
+                    // error); the connection keeps serving the others.
+                    let _ =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
+                    done.fetch_sub(1, Ordering::Relaxed);
+                }
+            })?;
+        Ok(SqliteStore { jobs, pending })
     }
 
+    /// Runs `f` on the connection's thread and waits for its answer.
     async fn call<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| internal("sqlite connection poisoned"))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(internal)?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let job: Job = Box::new(move |c| {
+            let _ = tx.send(f(c));
+        });
+        if self.jobs.send(job).is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(internal("the sqlite thread has stopped"));
+        }
+        rx.await
+            .map_err(|_| internal("the sqlite call failed (panicked)"))?
     }
 }
 
@@ -305,17 +356,14 @@ impl Store for SqliteStore {
     }
 
     async fn health(&self) -> Result<()> {
-        self.call(|c| {
-            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .map(|_| ())?)
-        })
-        .await
+        self.call(|c| Ok(c.row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+            .await
     }
 
     async fn insert_product(&self, p: &Product) -> Result<()> {
         let p = p.clone();
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 &format!("INSERT INTO products ({PRODUCT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
                 params![
                     p.slug,
@@ -339,7 +387,7 @@ impl Store for SqliteStore {
     async fn get_product(&self, slug: &str) -> Result<Option<Product>> {
         let slug = slug.to_string();
         self.call(move |c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 &format!("SELECT {PRODUCT_COLS} FROM products WHERE slug = ?1"),
                 [slug],
                 product_row,
@@ -351,7 +399,7 @@ impl Store for SqliteStore {
 
     async fn list_products(&self) -> Result<Vec<Product>> {
         self.call(|c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {PRODUCT_COLS} FROM products ORDER BY slug"
             ))?;
             let rows = st
@@ -365,7 +413,7 @@ impl Store for SqliteStore {
     async fn update_product(&self, p: &Product) -> Result<()> {
         let p = p.clone();
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE products SET name = ?2, features = ?3, updated_at = ?4 WHERE slug = ?1",
                 params![p.slug, p.name, json(&p.features)?, p.updated_at],
             )?;
@@ -377,7 +425,7 @@ impl Store for SqliteStore {
     async fn insert_account(&self, a: &Account) -> Result<()> {
         let a = a.clone();
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
                 params![
                     a.id,
@@ -402,7 +450,7 @@ impl Store for SqliteStore {
     async fn get_account(&self, id: &str) -> Result<Option<Account>> {
         let id = id.to_string();
         self.call(move |c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"),
                 [id],
                 account_row,
@@ -414,8 +462,8 @@ impl Store for SqliteStore {
 
     async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)> {
         self.call(move |c| {
-            let total = c.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?;
-            let mut st = c.prepare(&format!(
+            let total = c.row("SELECT count(*) FROM accounts", [], |r| r.get(0))?;
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id LIMIT ?1 OFFSET ?2"
             ))?;
             let rows = st
@@ -429,7 +477,7 @@ impl Store for SqliteStore {
     async fn update_account(&self, a: &Account) -> Result<()> {
         let a = a.clone();
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE accounts SET company = ?2, account = ?3, slug = ?4, updated_at = ?5 WHERE id = ?1",
                 params![a.id, a.company, a.account, a.slug, a.updated_at],
             )
@@ -445,7 +493,7 @@ impl Store for SqliteStore {
     async fn insert_license(&self, l: &License) -> Result<()> {
         let l = l.clone();
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 &format!("INSERT INTO licenses ({LICENSE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                 params![
                     l.lid, l.account_id, l.status.as_str(), l.starts_at, l.expires_at,
@@ -460,7 +508,7 @@ impl Store for SqliteStore {
     async fn get_license(&self, lid: &str) -> Result<Option<License>> {
         let lid = lid.to_string();
         self.call(move |c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 &format!("SELECT {LICENSE_COLS} FROM licenses WHERE lid = ?1"),
                 [lid],
                 license_row,
@@ -485,8 +533,8 @@ impl Store for SqliteStore {
                 AND (?3 IS NULL OR (?3 = (expires_at <= ?4))) \
                 AND (?5 IS NULL OR EXISTS (SELECT 1 FROM json_each(terms, '$.products') WHERE value = ?5))";
             let args = params![f.account_id, status, expired, f.now, product];
-            let total = c.query_row(&format!("SELECT count(*) FROM licenses WHERE {filter}"), args, |r| r.get(0))?;
-            let mut st = c.prepare(&format!(
+            let total = c.row(&format!("SELECT count(*) FROM licenses WHERE {filter}"), args, |r| r.get(0))?;
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {LICENSE_COLS} FROM licenses WHERE {filter} ORDER BY created_at, lid LIMIT ?6 OFFSET ?7"
             ))?;
             let rows = st
@@ -503,7 +551,7 @@ impl Store for SqliteStore {
     async fn update_license(&self, l: &License) -> Result<()> {
         let l = l.clone();
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE licenses SET status = ?2, starts_at = ?3, expires_at = ?4, max_instances = ?5, \
                  terms = ?6, updated_at = ?7 WHERE lid = ?1",
                 params![l.lid, l.status.as_str(), l.starts_at, l.expires_at, l.max_instances, json(&l.terms)?, l.updated_at],
@@ -528,7 +576,7 @@ impl Store for SqliteStore {
     async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>> {
         let (lid, id) = (lid.to_string(), id.to_string());
         self.call(move |c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 AND id = ?2"),
                 [lid, id],
                 instance_row,
@@ -541,7 +589,7 @@ impl Store for SqliteStore {
     async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>> {
         let (lid, url) = (lid.to_string(), url.to_string());
         self.call(move |c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 AND url = ?2"),
                 [lid, url],
                 instance_row,
@@ -554,7 +602,7 @@ impl Store for SqliteStore {
     async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {
         let lid = lid.to_string();
         self.call(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 ORDER BY created_at, id"
             ))?;
             let rows = st
@@ -573,7 +621,7 @@ impl Store for SqliteStore {
     async fn delete_instance(&self, lid: &str, id: &str) -> Result<bool> {
         let (lid, id) = (lid.to_string(), id.to_string());
         self.call(move |c| {
-            Ok(c.execute(
+            Ok(c.exec(
                 "DELETE FROM instances WHERE lid = ?1 AND id = ?2",
                 [lid, id],
             )? > 0)
@@ -594,7 +642,7 @@ impl Store for SqliteStore {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if let (Some(since), Some(old)) = (is.idempotent_since, &is.token.renewed_from) {
                 let existing = tx
-                    .query_row(
+                    .row(
                         &format!("SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = ?1 AND iat >= ?2 ORDER BY iat DESC LIMIT 1"),
                         params![old, since],
                         token_row,
@@ -611,7 +659,7 @@ impl Store for SqliteStore {
                 update_instance(&tx, &is.instance)?;
             }
             let t = &is.token;
-            tx.execute(
+            tx.exec(
                 &format!("INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![t.jti, t.lid, t.instance_id, t.kid, t.iat, t.nbf, t.exp, t.reason.as_str(), t.renewed_from, t.token],
             )?;
@@ -627,8 +675,8 @@ impl Store for SqliteStore {
     async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)> {
         let lid = lid.to_string();
         self.call(move |c| {
-            let total = c.query_row("SELECT count(*) FROM tokens WHERE lid = ?1", [&lid], |r| r.get(0))?;
-            let mut st = c.prepare(&format!(
+            let total = c.row("SELECT count(*) FROM tokens WHERE lid = ?1", [&lid], |r| r.get(0))?;
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {TOKEN_COLS} FROM tokens WHERE lid = ?1 ORDER BY iat DESC, jti DESC LIMIT ?2 OFFSET ?3"
             ))?;
             let rows = st
@@ -651,7 +699,7 @@ impl Store for SqliteStore {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let ids: Vec<String> = {
                 let due = PUSH_DUE.replace("{now}", "?1");
-                let mut st = tx.prepare(&format!(
+                let mut st = tx.prepare_cached(&format!(
                     "SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid WHERE {due} \
                      ORDER BY i.push_next_at LIMIT ?2"
                 ))?;
@@ -678,7 +726,7 @@ impl Store for SqliteStore {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let due = PUSH_DUE.replace("i.push_next_at IS NOT NULL AND i.push_next_at <= {now}", "1").replace("{now}", "?1");
             let found: Option<String> = tx
-                .query_row(
+                .row(
                     &format!("SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid WHERE i.lid = ?2 AND i.id = ?3 AND {due}"),
                     params![now, lid, id],
                     |r| r.get(0),
@@ -694,7 +742,7 @@ impl Store for SqliteStore {
     async fn finish_push(&self, i: &Instance, owner: &str) -> Result<bool> {
         let (i, owner) = (i.clone(), owner.to_string());
         self.call(move |c| {
-            Ok(c.execute(
+            Ok(c.exec(
                 "UPDATE instances SET push_next_at = ?3, push_attempts = ?4, push_last_error = ?5, \
                  push_last_ok_at = ?6, push_at_risk = ?7, removal_pending = ?8, push_pending_jti = ?9, \
                  token_expires_at = ?10, lease_owner = NULL, lease_until = NULL \
@@ -711,7 +759,7 @@ impl Store for SqliteStore {
     async fn mark_removals(&self, lid: &str, now: i64) -> Result<u64> {
         let lid = lid.to_string();
         self.call(move |c| {
-            let n = c.execute(
+            let n = c.exec(
                 "UPDATE instances SET removal_pending = 1, push_next_at = ?2, push_attempts = 0, \
                  push_last_error = NULL WHERE lid = ?1 AND push_enabled = 1",
                 params![lid, now],
@@ -724,7 +772,7 @@ impl Store for SqliteStore {
     async fn set_credentials(&self, lid: &str, id: &str, sealed: Option<&str>) -> Result<()> {
         let (lid, id, sealed) = (lid.to_string(), id.to_string(), sealed.map(str::to_string));
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE instances SET credentials = ?3 WHERE lid = ?1 AND id = ?2",
                 params![lid, id, sealed],
             )?;
@@ -736,7 +784,7 @@ impl Store for SqliteStore {
     async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>> {
         let jti = jti.to_string();
         self.call(move |c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 &format!("SELECT {TOKEN_COLS} FROM tokens WHERE jti = ?1"),
                 [jti],
                 token_row,
@@ -748,7 +796,7 @@ impl Store for SqliteStore {
 
     async fn count_push_backoff(&self) -> Result<i64> {
         self.call(|c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 "SELECT count(*) FROM instances WHERE push_attempts > 0",
                 [],
                 |r| r.get(0),
@@ -760,7 +808,7 @@ impl Store for SqliteStore {
     async fn revoked_licenses(&self) -> Result<Vec<String>> {
         self.call(|c| {
             let mut st =
-                c.prepare("SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid")?;
+                c.prepare_cached("SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid")?;
             let rows = st
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -772,7 +820,7 @@ impl Store for SqliteStore {
     async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
         self.call(|c| {
             let mut st =
-                c.prepare("SELECT lid, expires_at FROM licenses WHERE status = 'active'")?;
+                c.prepare_cached("SELECT lid, expires_at FROM licenses WHERE status = 'active'")?;
             let rows = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -782,12 +830,12 @@ impl Store for SqliteStore {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        // One connection behind a mutex.
-        let available = i64::from(self.conn.try_lock().is_ok());
+        // One connection on its own thread; calls queue in front of it.
+        let pending = self.pending.load(Ordering::Relaxed) as i64;
         PoolStatus {
             size: 1,
-            available,
-            waiting: 0,
+            available: i64::from(pending == 0),
+            waiting: (pending - 1).max(0),
         }
     }
 
@@ -795,7 +843,7 @@ impl Store for SqliteStore {
         let key = key.to_string();
         self.call(move |c| {
             Ok(
-                c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                c.row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
                     r.get(0)
                 })
                 .optional()?,
@@ -807,12 +855,12 @@ impl Store for SqliteStore {
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let (key, value) = (key.to_string(), value.to_string());
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
                 [&key, &value],
             )?;
             Ok(
-                c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                c.row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
                     r.get(0)
                 })?,
             )
