@@ -70,6 +70,14 @@ pub(crate) const PUSH_DUE: &str = "i.push_enabled AND i.push_next_at IS NOT NULL
     AND ((l.status = 'active' AND l.expires_at > {now} AND NOT i.removal_pending) \
          OR (l.status = 'revoked' AND i.removal_pending))";
 
+/// See [`Store::issuance_context`].
+#[derive(Debug, Clone)]
+pub struct IssuanceContext {
+    pub license: License,
+    pub instance: Option<Instance>,
+    pub account: Option<Account>,
+}
+
 /// Connections of a store's pool.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolStatus {
@@ -105,6 +113,21 @@ pub trait Store: AccessStore + Send + Sync + 'static {
     async fn bind_instance(&self, i: &Instance, max_instances: i64) -> Result<()>;
     async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>>;
     async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>>;
+    /// What issuing a token for the instance at `url` under license `lid`
+    /// reads, in one call: the license (`None`: it does not exist), the
+    /// instance if bound, and the license's account.
+    async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>> {
+        let Some(license) = self.get_license(lid).await? else {
+            return Ok(None);
+        };
+        let instance = self.find_instance(lid, url).await?;
+        let account = self.get_account(&license.account_id).await?;
+        Ok(Some(IssuanceContext {
+            license,
+            instance,
+            account,
+        }))
+    }
     async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>>;
     async fn update_instance(&self, i: &Instance) -> Result<()>;
     /// Unbinds; its tokens stay in the history. False when it did not exist.

@@ -10,7 +10,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
-use super::{Issuance, PUSH_DUE, PoolStatus, PushJob, Recorded, Result, Store, StoreError};
+use super::{
+    Issuance, IssuanceContext, PUSH_DUE, PoolStatus, PushJob, Recorded, Result, Store, StoreError,
+};
 use crate::domain::AuditEvent;
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
@@ -564,6 +566,37 @@ impl Store for PgStore {
             instance_row,
         )
         .await
+    }
+
+    async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>> {
+        // Three queries pipelined on one connection: one round trip.
+        let c = self.pool.get().await?;
+        let license_sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE lid = $1");
+        let instance_sql =
+            format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = $1 AND url = $2");
+        let account_sql = format!(
+            "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = (SELECT account_id FROM licenses WHERE lid = $1)"
+        );
+        let (l, i, a) = tokio::try_join!(
+            c.prepare_cached(&license_sql),
+            c.prepare_cached(&instance_sql),
+            c.prepare_cached(&account_sql)
+        )?;
+        let (by_lid, by_url): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 2]) =
+            ([&lid], [&lid, &url]);
+        let (license, instance, account) = tokio::try_join!(
+            c.query_opt(&l, &by_lid),
+            c.query_opt(&i, &by_url),
+            c.query_opt(&a, &by_lid)
+        )?;
+        let Some(license) = license.as_ref().map(license_row).transpose()? else {
+            return Ok(None);
+        };
+        Ok(Some(IssuanceContext {
+            license,
+            instance: instance.as_ref().map(instance_row).transpose()?,
+            account: account.as_ref().map(account_row).transpose()?,
+        }))
     }
 
     async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Issuance, PUSH_DUE, PoolStatus, PushJob, Recorded, Result, Store, StoreError};
+use super::{
+    Issuance, IssuanceContext, PUSH_DUE, PoolStatus, PushJob, Recorded, Result, Store, StoreError,
+};
 use crate::domain::AuditEvent;
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
@@ -595,6 +597,42 @@ impl Store for SqliteStore {
                 instance_row,
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>> {
+        let (lid, url) = (lid.to_string(), url.to_string());
+        self.call(move |c| {
+            let Some(license) = c
+                .row(
+                    &format!("SELECT {LICENSE_COLS} FROM licenses WHERE lid = ?1"),
+                    [&lid],
+                    license_row,
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let instance = c
+                .row(
+                    &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 AND url = ?2"),
+                    [&lid, &url],
+                    instance_row,
+                )
+                .optional()?;
+            let account = c
+                .row(
+                    &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"),
+                    [&license.account_id],
+                    account_row,
+                )
+                .optional()?;
+            Ok(Some(IssuanceContext {
+                license,
+                instance,
+                account,
+            }))
         })
         .await
     }
