@@ -65,6 +65,7 @@ pub struct PushJob {
 }
 
 /// Which instances a push run may claim (both stores; `?1`/`$1` is now).
+/// PostgreSQL's `claim_pushes` spells the same condition per row: keep in step.
 pub(crate) const PUSH_DUE: &str = "i.push_enabled AND i.push_next_at IS NOT NULL AND i.push_next_at <= {now} \
     AND (i.lease_until IS NULL OR i.lease_until <= {now}) \
     AND ((l.status = 'active' AND l.expires_at > {now} AND NOT i.removal_pending) \
