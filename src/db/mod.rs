@@ -17,7 +17,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Errors of the store. A client's mistake never ends up as `Internal`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique key already exists (the message says which).
     #[error("{0}")]

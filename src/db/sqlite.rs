@@ -26,8 +26,23 @@ mod embedded {
     refinery::embed_migrations!("sql/sqlite");
 }
 
-/// A call to run on the connection's thread.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the connection's thread.
+enum Job {
+    /// Any call (in a transaction of its own if it takes one).
+    Call(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// A token to record: issuances queued back to back share one
+    /// transaction, each in a savepoint of its own (group commit).
+    Issuance(Box<IssuanceJob>),
+}
+
+struct IssuanceJob {
+    issuance: Issuance,
+    audit: Option<AuditEvent>,
+    reply: tokio::sync::oneshot::Sender<Result<Recorded>>,
+}
+
+/// Most issuances one commit takes.
+const GROUP_COMMIT_MAX: usize = 64;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -291,6 +306,97 @@ fn lease(c: &Connection, ids: &[String], owner: &str, lease_until: i64) -> Resul
     Ok(jobs)
 }
 
+/// Records one issuance in the open transaction `c`: the idempotency check,
+/// the instance, the token and the audit event.
+fn record_one(c: &Connection, is: &Issuance, audit: Option<&AuditEvent>) -> Result<Recorded> {
+    if let (Some(since), Some(old)) = (is.idempotent_since, &is.token.renewed_from) {
+        let existing = c
+            .row(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = ?1 AND iat >= ?2 ORDER BY iat DESC LIMIT 1"),
+                params![old, since],
+                token_row,
+            )
+            .optional()?;
+        if let Some(t) = existing {
+            return Ok(Recorded::Existing(t));
+        }
+    }
+    if is.bind {
+        check_room(c, &is.instance.lid, is.max_instances)?;
+        insert_instance(c, &is.instance)?;
+    } else {
+        update_instance(c, &is.instance)?;
+    }
+    let t = &is.token;
+    c.exec(
+        &format!(
+            "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
+        params![
+            t.jti,
+            t.lid,
+            t.instance_id,
+            t.kid,
+            t.iat,
+            t.nbf,
+            t.exp,
+            t.reason.as_str(),
+            t.renewed_from,
+            t.token
+        ],
+    )?;
+    if let Some(a) = audit {
+        access::insert_audit(c, a)?;
+    }
+    Ok(Recorded::New)
+}
+
+/// Records queued issuances in one transaction (one commit, one WAL sync
+/// point), each in its own savepoint so that one failing (say, no room for
+/// another instance) leaves the others; answers each once committed.
+fn record_batch(conn: &mut Connection, batch: Vec<Box<IssuanceJob>>) {
+    // IMMEDIATE: take the write lock first, so each idempotency check and
+    // its insert see the same state.
+    let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = StoreError::from(e);
+            for j in batch {
+                let _ = j.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let mut answers = Vec::with_capacity(batch.len());
+    if let [one] = &batch[..] {
+        // Alone: the transaction is its own; no savepoint needed.
+        let r = record_one(&tx, &one.issuance, one.audit.as_ref());
+        answers.push(r);
+    } else {
+        for j in &batch {
+            let r = tx.savepoint().map_err(StoreError::from).and_then(|sp| {
+                // Dropped without commit on error: rolled back to the savepoint.
+                let r = record_one(&sp, &j.issuance, j.audit.as_ref())?;
+                sp.commit()?;
+                Ok(r)
+            });
+            answers.push(r);
+        }
+    }
+    // A lone failed issuance is rolled back with its transaction.
+    let commit = if batch.len() == 1 && answers[0].is_err() {
+        Ok(())
+    } else {
+        tx.commit().map_err(StoreError::from)
+    };
+    for (j, r) in batch.into_iter().zip(answers) {
+        let _ = j.reply.send(match &commit {
+            Ok(()) => r,
+            Err(e) => Err(e.clone()),
+        });
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating) the database file and applies migrations when `migrate`.
     pub async fn open(path: &Path, migrate: bool) -> anyhow::Result<Self> {
@@ -320,12 +426,44 @@ impl SqliteStore {
             .name("charter-sqlite".into())
             .spawn(move || {
                 let mut conn = conn;
-                while let Ok(job) = queue.recv() {
+                let mut held = None;
+                loop {
+                    let job = match held.take() {
+                        Some(job) => job,
+                        None => match queue.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                    };
                     // A panicking call fails alone (its caller sees an
                     // error); the connection keeps serving the others.
-                    let _ =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
-                    done.fetch_sub(1, Ordering::Relaxed);
+                    let n = match job {
+                        Job::Call(f) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                f(&mut conn)
+                            }));
+                            1
+                        }
+                        Job::Issuance(first) => {
+                            let mut batch = vec![first];
+                            while batch.len() < GROUP_COMMIT_MAX {
+                                match queue.try_recv() {
+                                    Ok(Job::Issuance(j)) => batch.push(j),
+                                    Ok(other) => {
+                                        held = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            let n = batch.len();
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                record_batch(&mut conn, batch)
+                            }));
+                            n
+                        }
+                    };
+                    done.fetch_sub(n, Ordering::Relaxed);
                 }
             })?;
         Ok(SqliteStore { jobs, pending })
@@ -339,9 +477,9 @@ impl SqliteStore {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pending.fetch_add(1, Ordering::Relaxed);
-        let job: Job = Box::new(move |c| {
+        let job = Job::Call(Box::new(move |c| {
             let _ = tx.send(f(c));
-        });
+        }));
         if self.jobs.send(job).is_err() {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             return Err(internal("the sqlite thread has stopped"));
@@ -672,42 +810,20 @@ impl Store for SqliteStore {
         is: &Issuance,
         audit: Option<&AuditEvent>,
     ) -> Result<Recorded> {
-        let is = is.clone();
-        let audit = audit.cloned();
-        self.call(move |c| {
-            // IMMEDIATE: take the write lock first, so the idempotency check
-            // and the insert see the same state.
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let (Some(since), Some(old)) = (is.idempotent_since, &is.token.renewed_from) {
-                let existing = tx
-                    .row(
-                        &format!("SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = ?1 AND iat >= ?2 ORDER BY iat DESC LIMIT 1"),
-                        params![old, since],
-                        token_row,
-                    )
-                    .optional()?;
-                if let Some(t) = existing {
-                    return Ok(Recorded::Existing(t));
-                }
-            }
-            if is.bind {
-                check_room(&tx, &is.instance.lid, is.max_instances)?;
-                insert_instance(&tx, &is.instance)?;
-            } else {
-                update_instance(&tx, &is.instance)?;
-            }
-            let t = &is.token;
-            tx.exec(
-                &format!("INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                params![t.jti, t.lid, t.instance_id, t.kid, t.iat, t.nbf, t.exp, t.reason.as_str(), t.renewed_from, t.token],
-            )?;
-            if let Some(a) = &audit {
-                access::insert_audit(&tx, a)?;
-            }
-            tx.commit()?;
-            Ok(Recorded::New)
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job::Issuance(Box::new(IssuanceJob {
+            issuance: is.clone(),
+            audit: audit.cloned(),
+            reply,
+        }));
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(job).is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(internal("the sqlite thread has stopped"));
+        }
+        answer
+            .await
+            .map_err(|_| internal("the sqlite call failed (panicked)"))?
     }
 
     async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)> {
