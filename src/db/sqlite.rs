@@ -354,7 +354,7 @@ fn record_one(c: &Connection, is: &Issuance, audit: Option<&AuditEvent>) -> Resu
 /// Records queued issuances in one transaction (one commit, one WAL sync
 /// point), each in its own savepoint so that one failing (say, no room for
 /// another instance) leaves the others; answers each once committed.
-fn record_batch(conn: &mut Connection, batch: Vec<Box<IssuanceJob>>) {
+fn record_batch(conn: &mut Connection, batch: Vec<IssuanceJob>) {
     // IMMEDIATE: take the write lock first, so each idempotency check and
     // its insert see the same state.
     let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
@@ -445,10 +445,10 @@ impl SqliteStore {
                             1
                         }
                         Job::Issuance(first) => {
-                            let mut batch = vec![first];
+                            let mut batch = vec![*first];
                             while batch.len() < GROUP_COMMIT_MAX {
                                 match queue.try_recv() {
-                                    Ok(Job::Issuance(j)) => batch.push(j),
+                                    Ok(Job::Issuance(j)) => batch.push(*j),
                                     Ok(other) => {
                                         held = Some(other);
                                         break;
