@@ -203,18 +203,15 @@ fn loadavg() -> String {
 
 // ---------------------------------------------------------- raw references
 
-/// CPU time of one raw signature (median of batches), in microseconds.
-fn raw_sign_us(mut sign: impl FnMut()) -> f64 {
-    let mut per = Vec::new();
-    for _ in 0..7 {
-        let t = thread_cpu_secs();
-        for _ in 0..60 {
-            sign();
-        }
-        per.push((thread_cpu_secs() - t) * 1e6 / 60.0);
+/// CPU time of one raw signature, in microseconds: `n` back to back, so the
+/// scheduler's accounting (updated at ticks and switches) is precise enough.
+fn raw_sign_us(n: usize, mut sign: impl FnMut()) -> f64 {
+    sign();
+    let t = thread_cpu_secs();
+    for _ in 0..n {
+        sign();
     }
-    per.sort_by(f64::total_cmp);
-    per[per.len() / 2]
+    (thread_cpu_secs() - t) * 1e6 / n as f64
 }
 
 struct RawRefs {
@@ -241,7 +238,7 @@ impl RawRefs {
     fn rsa_us(&self) -> f64 {
         let rng = SystemRandom::new();
         let mut sig = vec![0; self.rsa.public_modulus_len()];
-        raw_sign_us(|| {
+        raw_sign_us(1500, || {
             self.rsa
                 .sign(&RSA_PKCS1_SHA256, &rng, &self.message, &mut sig)
                 .expect("sign");
@@ -250,7 +247,7 @@ impl RawRefs {
     }
 
     fn ed_us(&self) -> f64 {
-        raw_sign_us(|| {
+        raw_sign_us(15_000, || {
             std::hint::black_box(self.ed.sign(&self.message));
         })
     }
