@@ -633,56 +633,93 @@ impl Store for PgStore {
     ) -> Result<Recorded> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        if is.bind {
+        // Statements of a group are pipelined: prepared (cached) first, then
+        // sent together in order on the group's first poll, one round trip,
+        // and run by the server in that order, each (READ COMMITTED) with a
+        // snapshot taken after the one before finished: the idempotency check
+        // after the lock sees what the lock waited for. The first error of a
+        // group is returned (the first one where order matters); nothing is
+        // committed after an error.
+        let idempotent = match (is.idempotent_since, &is.token.renewed_from) {
+            (Some(since), Some(old)) => Some((since, old)),
+            _ => None,
+        };
+        let idempotency_sql = format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = $1 AND iat >= $2 \
+             ORDER BY iat DESC LIMIT 1"
+        );
+        let existing = if is.bind {
             check_room(&tx, &is.instance.lid, is.max_instances).await?;
+            match idempotent {
+                Some((since, old)) => {
+                    let st = tx.prepare_cached(&idempotency_sql).await?;
+                    tx.query_opt(&st, &[old, &since]).await?
+                }
+                None => None,
+            }
         } else {
             // Serialise renewals of one instance, so a retry sees the first.
-            tx.query_opt(
-                &tx.prepare_cached("SELECT 1 FROM instances WHERE id = $1 FOR UPDATE")
-                    .await?,
-                &[&is.instance.id],
-            )
-            .await?;
-        }
-        if let (Some(since), Some(old)) = (is.idempotent_since, &is.token.renewed_from) {
-            let existing = tx
-                .query_opt(
-                    &tx.prepare_cached(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = $1 AND iat >= $2 ORDER BY iat DESC LIMIT 1")).await?,
-                    &[old, &since],
-                )
-                .await?;
-            if let Some(row) = existing {
-                return Ok(Recorded::Existing(token_row(&row)?));
-            }
+            let (lock_st, idempotency_st) = tokio::try_join!(
+                tx.prepare_cached("SELECT 1 FROM instances WHERE id = $1 FOR UPDATE"),
+                tx.prepare_cached(&idempotency_sql)
+            )?;
+            let id: [&(dyn ToSql + Sync); 1] = [&is.instance.id];
+            let lock = tx.query_opt(&lock_st, &id);
+            let check = async {
+                match idempotent {
+                    Some((since, old)) => tx.query_opt(&idempotency_st, &[old, &since]).await,
+                    None => Ok(None),
+                }
+            };
+            tokio::try_join!(lock, check)?.1
+        };
+        if let Some(row) = existing {
+            return Ok(Recorded::Existing(token_row(&row)?));
         }
         if is.bind {
+            // Before the token, which refers to it.
             insert_instance(&tx, &is.instance).await?;
-        } else {
-            update_instance(&tx, &is.instance).await?;
         }
-        let t = &is.token;
-        tx.execute(
-            &tx.prepare_cached(&format!(
-                "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            ))
-            .await?,
-            &[
-                &t.jti,
-                &t.lid,
-                &t.instance_id,
-                &t.kid,
-                &t.iat,
-                &t.nbf,
-                &t.exp,
-                &t.reason.as_str(),
-                &t.renewed_from,
-                &t.token,
-            ],
-        )
-        .await?;
-        if let Some(a) = audit {
-            access::insert_audit(&tx, a).await?;
-        }
+        // No order among these: each writes rows no other one reads.
+        let instance = async {
+            if is.bind {
+                Ok(())
+            } else {
+                update_instance(&tx, &is.instance).await
+            }
+        };
+        let token = async {
+            let t = &is.token;
+            let st = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ))
+                .await?;
+            tx.execute(
+                &st,
+                &[
+                    &t.jti,
+                    &t.lid,
+                    &t.instance_id,
+                    &t.kid,
+                    &t.iat,
+                    &t.nbf,
+                    &t.exp,
+                    &t.reason.as_str(),
+                    &t.renewed_from,
+                    &t.token,
+                ],
+            )
+            .await?;
+            Ok::<_, StoreError>(())
+        };
+        let event = async {
+            match audit {
+                Some(a) => access::insert_audit(&tx, a).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(instance, token, event)?;
         tx.commit().await?;
         Ok(Recorded::New)
     }
