@@ -853,9 +853,13 @@ impl Store for SqliteStore {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let ids: Vec<String> = {
                 let due = PUSH_DUE.replace("{now}", "?1");
+                // `push_enabled = 1` spelled as the partial index says, so
+                // SQLite walks `instances_push_due` in order and stops at the
+                // batch; with `i.push_enabled` alone it scanned and sorted the
+                // whole table for every batch (quadratic over a run).
                 let mut st = tx.prepare_cached(&format!(
-                    "SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid WHERE {due} \
-                     ORDER BY i.push_next_at LIMIT ?2"
+                    "SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid \
+                     WHERE i.push_enabled = 1 AND {due} ORDER BY i.push_next_at LIMIT ?2"
                 ))?;
                 st.query_map(params![now, limit], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?
