@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{Action, ClientIp, Principal};
 use super::extract::{Json, Path, Query};
-use super::{ApiError, ApiResult, AppState, PageParams, Paged, accounts, instances, licenses};
+use super::{ApiError, ApiResult, AppState, PageParams, Paged, instances, licenses};
 use crate::domain::{
     ActorKind, AuditEvent, RenewRefusal, TokenReason, TokenRecord, check_renewable,
 };
@@ -52,11 +52,19 @@ async fn issue_token(
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
     p.require(Action::LicensingWrite)?;
     let url = instances::parse_url("instance", &body.instance)?;
-    let license = licenses::load(&state, &lid).await?;
+    // License, instance and account in one store call.
+    let ctx = state
+        .store
+        .issuance_context(&lid, url.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("license {lid} not found")))?;
+    let license = ctx.license;
     let t = now();
     check_renewable(&license, t).map_err(|r| ApiError::conflict(r.to_string()))?;
-    let account = accounts::load(&state, &license.account_id).await?;
-    let (instance, bind) = match state.store.find_instance(&lid, url.as_str()).await? {
+    let account = ctx
+        .account
+        .ok_or_else(|| ApiError::not_found(format!("account {} not found", license.account_id)))?;
+    let (instance, bind) = match ctx.instance {
         Some(i) => (i, false),
         None => (
             instances::new_instance(&lid, &url, crate::domain::Dialect::Grafana, false, t),
@@ -253,9 +261,10 @@ async fn renew_inner(
     if let Some(u) = &usage {
         check_usage(u).map_err(why("bad_request"))?;
     }
-    let license = state
+    // License, instance and account in one store call.
+    let ctx = state
         .store
-        .get_license(&old.lid)
+        .issuance_context(&old.lid, &old.sub)
         .await
         .map_err(store_err)?
         .ok_or_else(|| {
@@ -264,6 +273,7 @@ async fn renew_inner(
                 ApiError::forbidden(format!("license {} does not exist", old.lid)),
             )
         })?;
+    let license = ctx.license;
     check_renewable(&license, t).map_err(|r: RenewRefusal| {
         let reason = match r {
             RenewRefusal::Suspended(_) => "suspended",
@@ -272,23 +282,21 @@ async fn renew_inner(
         };
         (reason, ApiError::forbidden(r.to_string()))
     })?;
-    let instance = state
-        .store
-        .find_instance(&license.lid, &old.sub)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| {
-            (
-                "not_bound",
-                ApiError::unprocessable(format!(
-                    "instance {} is not bound to license {}",
-                    old.sub, license.lid
-                )),
-            )
-        })?;
-    let account = accounts::load(state, &license.account_id)
-        .await
-        .map_err(why("unknown_account"))?;
+    let instance = ctx.instance.ok_or_else(|| {
+        (
+            "not_bound",
+            ApiError::unprocessable(format!(
+                "instance {} is not bound to license {}",
+                old.sub, license.lid
+            )),
+        )
+    })?;
+    let account = ctx.account.ok_or_else(|| {
+        (
+            "unknown_account",
+            ApiError::not_found(format!("account {} not found", license.account_id)),
+        )
+    })?;
     let req = issuance::Request {
         license: &license,
         account: &account,

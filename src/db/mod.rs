@@ -17,7 +17,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Errors of the store. A client's mistake never ends up as `Internal`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique key already exists (the message says which).
     #[error("{0}")]
@@ -65,10 +65,19 @@ pub struct PushJob {
 }
 
 /// Which instances a push run may claim (both stores; `?1`/`$1` is now).
+/// PostgreSQL's `claim_pushes` spells the same condition per row: keep in step.
 pub(crate) const PUSH_DUE: &str = "i.push_enabled AND i.push_next_at IS NOT NULL AND i.push_next_at <= {now} \
     AND (i.lease_until IS NULL OR i.lease_until <= {now}) \
     AND ((l.status = 'active' AND l.expires_at > {now} AND NOT i.removal_pending) \
          OR (l.status = 'revoked' AND i.removal_pending))";
+
+/// See [`Store::issuance_context`].
+#[derive(Debug, Clone)]
+pub struct IssuanceContext {
+    pub license: License,
+    pub instance: Option<Instance>,
+    pub account: Option<Account>,
+}
 
 /// Connections of a store's pool.
 #[derive(Debug, Clone, Copy, Default)]
@@ -105,6 +114,21 @@ pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     async fn bind_instance(&self, i: &Instance, max_instances: i64) -> Result<()>;
     async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>>;
     async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>>;
+    /// What issuing a token for the instance at `url` under license `lid`
+    /// reads, in one call: the license (`None`: it does not exist), the
+    /// instance if bound, and the license's account.
+    async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>> {
+        let Some(license) = self.get_license(lid).await? else {
+            return Ok(None);
+        };
+        let instance = self.find_instance(lid, url).await?;
+        let account = self.get_account(&license.account_id).await?;
+        Ok(Some(IssuanceContext {
+            license,
+            instance,
+            account,
+        }))
+    }
     async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>>;
     async fn update_instance(&self, i: &Instance) -> Result<()>;
     /// Unbinds; its tokens stay in the history. False when it did not exist.

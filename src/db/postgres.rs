@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 
-use super::{Issuance, PoolStatus, Recorded, Result, Store, StoreError};
+use super::{Issuance, IssuanceContext, PoolStatus, Recorded, Result, Store, StoreError};
 use crate::domain::AuditEvent;
 use crate::domain::{
     Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
@@ -163,10 +163,11 @@ fn token_row(r: &Row) -> Result<TokenRecord> {
 
 async fn insert_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
     c.execute(
-        &format!(
+        &c.prepare_cached(&format!(
             "INSERT INTO instances ({INSTANCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
              $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
-        ),
+        ))
+        .await?,
         &[
             &i.id,
             &i.lid,
@@ -201,11 +202,11 @@ async fn insert_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
 
 async fn update_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
     c.execute(
-        "UPDATE instances SET dialect = $3, push_enabled = $4, last_jti = $5, last_issued_at = $6, \
+        &c.prepare_cached("UPDATE instances SET dialect = $3, push_enabled = $4, last_jti = $5, last_issued_at = $6, \
          next_renewal_at = $7, usage = $8, usage_reported_at = $9, updated_at = $10, \
          token_expires_at = $11, push_next_at = $12, push_attempts = $13, push_last_error = $14, \
          push_last_ok_at = $15, push_at_risk = $16, removal_pending = $17, push_pending_jti = $18 \
-         WHERE lid = $1 AND id = $2",
+         WHERE lid = $1 AND id = $2").await?,
         &[
             &i.lid,
             &i.id,
@@ -233,10 +234,18 @@ async fn update_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
 
 /// Locks the license row (serialising binds) and checks there is room.
 async fn check_room(c: &impl GenericClient, lid: &str, max: i64) -> Result<()> {
-    c.query_opt("SELECT 1 FROM licenses WHERE lid = $1 FOR UPDATE", &[&lid])
-        .await?;
+    c.query_opt(
+        &c.prepare_cached("SELECT 1 FROM licenses WHERE lid = $1 FOR UPDATE")
+            .await?,
+        &[&lid],
+    )
+    .await?;
     let bound: i64 = c
-        .query_one("SELECT count(*) FROM instances WHERE lid = $1", &[&lid])
+        .query_one(
+            &c.prepare_cached("SELECT count(*) FROM instances WHERE lid = $1")
+                .await?,
+            &[&lid],
+        )
         .await?
         .try_get(0)?;
     if bound >= max {
@@ -296,7 +305,11 @@ impl PgStore {
         map: fn(&Row) -> Result<T>,
     ) -> Result<Option<T>> {
         let c = self.pool.get().await?;
-        c.query_opt(sql, args).await?.as_ref().map(map).transpose()
+        c.query_opt(&c.prepare_cached(sql).await?, args)
+            .await?
+            .as_ref()
+            .map(map)
+            .transpose()
     }
 
     async fn many<T>(
@@ -306,12 +319,18 @@ impl PgStore {
         map: fn(&Row) -> Result<T>,
     ) -> Result<Vec<T>> {
         let c = self.pool.get().await?;
-        c.query(sql, args).await?.iter().map(map).collect()
+        c.query(&c.prepare_cached(sql).await?, args)
+            .await?
+            .iter()
+            .map(map)
+            .collect()
     }
 
     async fn count(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<i64> {
         let c = self.pool.get().await?;
-        Ok(c.query_one(sql, args).await?.try_get(0)?)
+        Ok(c.query_one(&c.prepare_cached(sql).await?, args)
+            .await?
+            .try_get(0)?)
     }
 }
 
@@ -323,14 +342,18 @@ impl Store for PgStore {
 
     async fn health(&self) -> Result<()> {
         let c = self.pool.get().await?;
-        c.query_one("SELECT 1", &[]).await?;
+        c.query_one(&c.prepare_cached("SELECT 1").await?, &[])
+            .await?;
         Ok(())
     }
 
     async fn insert_product(&self, p: &Product) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            &format!("INSERT INTO products ({PRODUCT_COLS}) VALUES ($1, $2, $3, $4, $5)"),
+            &c.prepare_cached(&format!(
+                "INSERT INTO products ({PRODUCT_COLS}) VALUES ($1, $2, $3, $4, $5)"
+            ))
+            .await?,
             &[
                 &p.slug,
                 &p.name,
@@ -365,7 +388,10 @@ impl Store for PgStore {
     async fn update_product(&self, p: &Product) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            "UPDATE products SET name = $2, features = $3, updated_at = $4 WHERE slug = $1",
+            &c.prepare_cached(
+                "UPDATE products SET name = $2, features = $3, updated_at = $4 WHERE slug = $1",
+            )
+            .await?,
             &[&p.slug, &p.name, &Json(&p.features), &p.updated_at],
         )
         .await?;
@@ -375,7 +401,10 @@ impl Store for PgStore {
     async fn insert_account(&self, a: &Account) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &c.prepare_cached(&format!(
+                "INSERT INTO accounts ({ACCOUNT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            ))
+            .await?,
             &[
                 &a.id,
                 &a.company,
@@ -420,7 +449,7 @@ impl Store for PgStore {
     async fn update_account(&self, a: &Account) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            "UPDATE accounts SET company = $2, account = $3, slug = $4, updated_at = $5 WHERE id = $1",
+            &c.prepare_cached("UPDATE accounts SET company = $2, account = $3, slug = $4, updated_at = $5 WHERE id = $1").await?,
             &[&a.id, &a.company, &a.account, &a.slug, &a.updated_at],
         )
         .await
@@ -431,9 +460,10 @@ impl Store for PgStore {
     async fn insert_license(&self, l: &License) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            &format!(
+            &c.prepare_cached(&format!(
                 "INSERT INTO licenses ({LICENSE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            ),
+            ))
+            .await?,
             &[
                 &l.lid,
                 &l.account_id,
@@ -489,8 +519,8 @@ impl Store for PgStore {
     async fn update_license(&self, l: &License) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            "UPDATE licenses SET status = $2, starts_at = $3, expires_at = $4, max_instances = $5, \
-             terms = $6, updated_at = $7 WHERE lid = $1",
+            &c.prepare_cached("UPDATE licenses SET status = $2, starts_at = $3, expires_at = $4, max_instances = $5, \
+             terms = $6, updated_at = $7 WHERE lid = $1").await?,
             &[
                 &l.lid,
                 &l.status.as_str(),
@@ -532,6 +562,37 @@ impl Store for PgStore {
         .await
     }
 
+    async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>> {
+        // Three queries pipelined on one connection: one round trip.
+        let c = self.pool.get().await?;
+        let license_sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE lid = $1");
+        let instance_sql =
+            format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = $1 AND url = $2");
+        let account_sql = format!(
+            "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = (SELECT account_id FROM licenses WHERE lid = $1)"
+        );
+        let (l, i, a) = tokio::try_join!(
+            c.prepare_cached(&license_sql),
+            c.prepare_cached(&instance_sql),
+            c.prepare_cached(&account_sql)
+        )?;
+        let (by_lid, by_url): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 2]) =
+            ([&lid], [&lid, &url]);
+        let (license, instance, account) = tokio::try_join!(
+            c.query_opt(&l, &by_lid),
+            c.query_opt(&i, &by_url),
+            c.query_opt(&a, &by_lid)
+        )?;
+        let Some(license) = license.as_ref().map(license_row).transpose()? else {
+            return Ok(None);
+        };
+        Ok(Some(IssuanceContext {
+            license,
+            instance: instance.as_ref().map(instance_row).transpose()?,
+            account: account.as_ref().map(account_row).transpose()?,
+        }))
+    }
+
     async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {
         self.many(
             &format!(
@@ -551,7 +612,8 @@ impl Store for PgStore {
     async fn delete_instance(&self, lid: &str, id: &str) -> Result<bool> {
         let c = self.pool.get().await?;
         Ok(c.execute(
-            "DELETE FROM instances WHERE lid = $1 AND id = $2",
+            &c.prepare_cached("DELETE FROM instances WHERE lid = $1 AND id = $2")
+                .await?,
             &[&lid, &id],
         )
         .await?
@@ -565,54 +627,93 @@ impl Store for PgStore {
     ) -> Result<Recorded> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        if is.bind {
+        // Statements of a group are pipelined: prepared (cached) first, then
+        // sent together in order on the group's first poll, one round trip,
+        // and run by the server in that order, each (READ COMMITTED) with a
+        // snapshot taken after the one before finished: the idempotency check
+        // after the lock sees what the lock waited for. The first error of a
+        // group is returned (the first one where order matters); nothing is
+        // committed after an error.
+        let idempotent = match (is.idempotent_since, &is.token.renewed_from) {
+            (Some(since), Some(old)) => Some((since, old)),
+            _ => None,
+        };
+        let idempotency_sql = format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = $1 AND iat >= $2 \
+             ORDER BY iat DESC LIMIT 1"
+        );
+        let existing = if is.bind {
             check_room(&tx, &is.instance.lid, is.max_instances).await?;
+            match idempotent {
+                Some((since, old)) => {
+                    let st = tx.prepare_cached(&idempotency_sql).await?;
+                    tx.query_opt(&st, &[old, &since]).await?
+                }
+                None => None,
+            }
         } else {
             // Serialise renewals of one instance, so a retry sees the first.
-            tx.query_opt(
-                "SELECT 1 FROM instances WHERE id = $1 FOR UPDATE",
-                &[&is.instance.id],
-            )
-            .await?;
-        }
-        if let (Some(since), Some(old)) = (is.idempotent_since, &is.token.renewed_from) {
-            let existing = tx
-                .query_opt(
-                    &format!("SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = $1 AND iat >= $2 ORDER BY iat DESC LIMIT 1"),
-                    &[old, &since],
-                )
-                .await?;
-            if let Some(row) = existing {
-                return Ok(Recorded::Existing(token_row(&row)?));
-            }
+            let (lock_st, idempotency_st) = tokio::try_join!(
+                tx.prepare_cached("SELECT 1 FROM instances WHERE id = $1 FOR UPDATE"),
+                tx.prepare_cached(&idempotency_sql)
+            )?;
+            let id: [&(dyn ToSql + Sync); 1] = [&is.instance.id];
+            let lock = tx.query_opt(&lock_st, &id);
+            let check = async {
+                match idempotent {
+                    Some((since, old)) => tx.query_opt(&idempotency_st, &[old, &since]).await,
+                    None => Ok(None),
+                }
+            };
+            tokio::try_join!(lock, check)?.1
+        };
+        if let Some(row) = existing {
+            return Ok(Recorded::Existing(token_row(&row)?));
         }
         if is.bind {
+            // Before the token, which refers to it.
             insert_instance(&tx, &is.instance).await?;
-        } else {
-            update_instance(&tx, &is.instance).await?;
         }
-        let t = &is.token;
-        tx.execute(
-            &format!(
-                "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            ),
-            &[
-                &t.jti,
-                &t.lid,
-                &t.instance_id,
-                &t.kid,
-                &t.iat,
-                &t.nbf,
-                &t.exp,
-                &t.reason.as_str(),
-                &t.renewed_from,
-                &t.token,
-            ],
-        )
-        .await?;
-        if let Some(a) = audit {
-            access::insert_audit(&tx, a).await?;
-        }
+        // No order among these: each writes rows no other one reads.
+        let instance = async {
+            if is.bind {
+                Ok(())
+            } else {
+                update_instance(&tx, &is.instance).await
+            }
+        };
+        let token = async {
+            let t = &is.token;
+            let st = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ))
+                .await?;
+            tx.execute(
+                &st,
+                &[
+                    &t.jti,
+                    &t.lid,
+                    &t.instance_id,
+                    &t.kid,
+                    &t.iat,
+                    &t.nbf,
+                    &t.exp,
+                    &t.reason.as_str(),
+                    &t.renewed_from,
+                    &t.token,
+                ],
+            )
+            .await?;
+            Ok::<_, StoreError>(())
+        };
+        let event = async {
+            match audit {
+                Some(a) => access::insert_audit(&tx, a).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(instance, token, event)?;
         tx.commit().await?;
         Ok(Recorded::New)
     }
@@ -634,7 +735,8 @@ impl Store for PgStore {
     async fn revoked_licenses(&self) -> Result<Vec<String>> {
         let c = self.pool.get().await?;
         c.query(
-            "SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid",
+            &c.prepare_cached("SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid")
+                .await?,
             &[],
         )
         .await?
@@ -646,7 +748,8 @@ impl Store for PgStore {
     async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
         let c = self.pool.get().await?;
         c.query(
-            "SELECT lid, expires_at FROM licenses WHERE status = 'active'",
+            &c.prepare_cached("SELECT lid, expires_at FROM licenses WHERE status = 'active'")
+                .await?,
             &[],
         )
         .await?
@@ -667,23 +770,32 @@ impl Store for PgStore {
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {
         let c = self.pool.get().await?;
-        c.query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
-            .await?
-            .map(|r| r.try_get(0).map_err(StoreError::from))
-            .transpose()
+        c.query_opt(
+            &c.prepare_cached("SELECT value FROM settings WHERE key = $1")
+                .await?,
+            &[&key],
+        )
+        .await?
+        .map(|r| r.try_get(0).map_err(StoreError::from))
+        .transpose()
     }
 
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let c = self.pool.get().await?;
         c.execute(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &c.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .await?,
             &[&key, &value],
         )
         .await?;
-        Ok(
-            c.query_one("SELECT value FROM settings WHERE key = $1", &[&key])
-                .await?
-                .try_get(0)?,
+        Ok(c.query_one(
+            &c.prepare_cached("SELECT value FROM settings WHERE key = $1")
+                .await?,
+            &[&key],
         )
+        .await?
+        .try_get(0)?)
     }
 }

@@ -66,8 +66,8 @@ fn audit_row(r: &Row) -> Result<AuditEvent> {
 /// Writes an audit event on `c` (a transaction, when the change has one).
 pub(super) async fn insert_audit(c: &impl GenericClient, e: &AuditEvent) -> Result<()> {
     c.execute(
-        "INSERT INTO audit_events (at, actor_kind, actor, action, target_type, target_id, ip, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &c.prepare_cached("INSERT INTO audit_events (at, actor_kind, actor, action, target_type, target_id, ip, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)").await?,
         &[
             &e.at,
             &e.actor_kind.as_str(),
@@ -96,8 +96,8 @@ impl AccessStore for PgStore {
         let c = self.pool.get().await?;
         let id: i64 = c
             .query_one(
-                "INSERT INTO service_accounts (name, login, role, is_disabled, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+                &c.prepare_cached("INSERT INTO service_accounts (name, login, role, is_disabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id").await?,
                 &[&name, &login, &role.as_str(), &is_disabled, &now],
             )
             .await
@@ -145,8 +145,11 @@ impl AccessStore for PgStore {
     async fn update_service_account(&self, sa: &ServiceAccount) -> Result<()> {
         let c = self.pool.get().await?;
         c.execute(
-            "UPDATE service_accounts SET name = $2, login = $3, role = $4, is_disabled = $5, \
+            &c.prepare_cached(
+                "UPDATE service_accounts SET name = $2, login = $3, role = $4, is_disabled = $5, \
              updated_at = $6 WHERE id = $1",
+            )
+            .await?,
             &[
                 &sa.id,
                 &sa.name,
@@ -164,11 +167,13 @@ impl AccessStore for PgStore {
     async fn delete_service_account(&self, id: i64) -> Result<bool> {
         let c = self.pool.get().await?;
         // Its tokens go with it (ON DELETE CASCADE).
-        Ok(
-            c.execute("DELETE FROM service_accounts WHERE id = $1", &[&id])
-                .await?
-                > 0,
+        Ok(c.execute(
+            &c.prepare_cached("DELETE FROM service_accounts WHERE id = $1")
+                .await?,
+            &[&id],
         )
+        .await?
+            > 0)
     }
 
     async fn insert_sa_token(
@@ -182,8 +187,8 @@ impl AccessStore for PgStore {
         let c = self.pool.get().await?;
         let id: i64 = c
             .query_one(
-                "INSERT INTO service_account_tokens (service_account_id, name, hash, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &c.prepare_cached("INSERT INTO service_account_tokens (service_account_id, name, hash, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id").await?,
                 &[&service_account_id, &name, &hash, &now, &expires_at],
             )
             .await
@@ -214,7 +219,7 @@ impl AccessStore for PgStore {
     async fn delete_sa_token(&self, service_account_id: Option<i64>, id: i64) -> Result<bool> {
         let c = self.pool.get().await?;
         Ok(c.execute(
-            "DELETE FROM service_account_tokens WHERE id = $1 AND ($2::bigint IS NULL OR service_account_id = $2)",
+            &c.prepare_cached("DELETE FROM service_account_tokens WHERE id = $1 AND ($2::bigint IS NULL OR service_account_id = $2)").await?,
             &[&id, &service_account_id],
         )
         .await?

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{SqliteStore, bad_value, from_json, json};
+use super::{Cached, SqliteStore, bad_value, from_json, json};
 use crate::db::{AccessStore, Result, StoreError};
 use crate::domain::{ActorKind, AuditEvent, AuditFilter, Page, Role, SaToken, ServiceAccount};
 
@@ -57,7 +57,7 @@ fn audit_row(r: &Row) -> rusqlite::Result<AuditEvent> {
 /// Writes an audit event on `c` (a transaction, when the change has one).
 pub(super) fn insert_audit(c: &Connection, e: &AuditEvent) -> Result<()> {
     let detail = e.detail.as_ref().map(json).transpose()?;
-    c.execute(
+    c.exec(
         "INSERT INTO audit_events (at, actor_kind, actor, action, target_type, target_id, ip, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
@@ -75,7 +75,7 @@ pub(super) fn insert_audit(c: &Connection, e: &AuditEvent) -> Result<()> {
 }
 
 fn get_sa(c: &Connection, id: i64) -> Result<Option<ServiceAccount>> {
-    Ok(c.query_row(
+    Ok(c.row(
         &format!("SELECT {SA_COLS} FROM service_accounts s WHERE s.id = ?1"),
         [id],
         sa_row,
@@ -102,7 +102,7 @@ impl AccessStore for SqliteStore {
     ) -> Result<ServiceAccount> {
         let (name, login) = (name.to_string(), login.to_string());
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO service_accounts (name, login, role, is_disabled, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                 params![name, login, role.as_str(), is_disabled, now],
@@ -127,12 +127,12 @@ impl AccessStore for SqliteStore {
         self.call(move |c| {
             // instr, not LIKE: the query's `%` and `_` are plain characters.
             let filter = "(instr(lower(s.name), ?1) > 0 OR instr(lower(s.login), ?1) > 0)";
-            let total = c.query_row(
+            let total = c.row(
                 &format!("SELECT count(*) FROM service_accounts s WHERE {filter}"),
                 [&query],
                 |r| r.get(0),
             )?;
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {SA_COLS} FROM service_accounts s WHERE {filter} ORDER BY s.name, s.id LIMIT ?2 OFFSET ?3"
             ))?;
             let rows = st
@@ -146,7 +146,7 @@ impl AccessStore for SqliteStore {
     async fn update_service_account(&self, sa: &ServiceAccount) -> Result<()> {
         let sa = sa.clone();
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE service_accounts SET name = ?2, login = ?3, role = ?4, is_disabled = ?5, \
                  updated_at = ?6 WHERE id = ?1",
                 params![
@@ -167,11 +167,11 @@ impl AccessStore for SqliteStore {
     async fn delete_service_account(&self, id: i64) -> Result<bool> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM service_account_tokens WHERE service_account_id = ?1",
                 [id],
             )?;
-            let n = tx.execute("DELETE FROM service_accounts WHERE id = ?1", [id])?;
+            let n = tx.exec("DELETE FROM service_accounts WHERE id = ?1", [id])?;
             tx.commit()?;
             Ok(n > 0)
         })
@@ -188,7 +188,7 @@ impl AccessStore for SqliteStore {
     ) -> Result<SaToken> {
         let (name, hash) = (name.to_string(), hash.to_string());
         self.call(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO service_account_tokens (service_account_id, name, hash, created_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![service_account_id, name, hash, now, expires_at],
@@ -211,7 +211,7 @@ impl AccessStore for SqliteStore {
 
     async fn list_sa_tokens(&self, service_account_id: i64) -> Result<Vec<SaToken>> {
         self.call(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {TOKEN_COLS} FROM service_account_tokens k WHERE k.service_account_id = ?1 ORDER BY k.id"
             ))?;
             let rows = st
@@ -224,7 +224,7 @@ impl AccessStore for SqliteStore {
 
     async fn delete_sa_token(&self, service_account_id: Option<i64>, id: i64) -> Result<bool> {
         self.call(move |c| {
-            Ok(c.execute(
+            Ok(c.exec(
                 "DELETE FROM service_account_tokens WHERE id = ?1 AND (?2 IS NULL OR service_account_id = ?2)",
                 params![id, service_account_id],
             )? > 0)
@@ -235,7 +235,7 @@ impl AccessStore for SqliteStore {
     async fn find_sa_token(&self, hash: &str) -> Result<Option<(SaToken, ServiceAccount)>> {
         let hash = hash.to_string();
         self.call(move |c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 &format!(
                     "SELECT {TOKEN_COLS}, {SA_COLS} FROM service_account_tokens k \
                      JOIN service_accounts s ON s.id = k.service_account_id WHERE k.hash = ?1"
@@ -250,7 +250,7 @@ impl AccessStore for SqliteStore {
 
     async fn list_api_keys(&self, include_expired: bool, now: i64) -> Result<Vec<(SaToken, Role)>> {
         self.call(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {TOKEN_COLS}, s.role FROM service_account_tokens k \
                  JOIN service_accounts s ON s.id = k.service_account_id \
                  WHERE ?1 OR k.expires_at IS NULL OR k.expires_at > ?2 ORDER BY k.id"
@@ -278,12 +278,12 @@ impl AccessStore for SqliteStore {
             let filter = "(?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2) \
                 AND (?3 IS NULL OR target_type = ?3) AND (?4 IS NULL OR target_id = ?4) \
                 AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6)";
-            let total = c.query_row(
+            let total = c.row(
                 &format!("SELECT count(*) FROM audit_events WHERE {filter}"),
                 params![f.actor, f.action, f.target_type, f.target_id, f.since, f.until],
                 |r| r.get(0),
             )?;
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {AUDIT_COLS} FROM audit_events WHERE {filter} ORDER BY at DESC, id DESC LIMIT ?7 OFFSET ?8"
             ))?;
             let rows = st
