@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::api::AppState;
 use crate::db::PushJob;
-use crate::domain::{Dialect, Instance, TokenReason, check_renewable};
+use crate::domain::{Dialect, Instance, License, TokenReason, check_renewable};
 use crate::issuance;
 use crate::sealed::Credentials;
 
@@ -146,7 +146,12 @@ async fn process(state: &AppState, job: PushJob) -> bool {
     let mut i = job.instance;
     let dialect = i.dialect.as_str();
     let t = now();
-    let outcome = deliver_job(state, &mut i, job.credentials.as_deref(), t).await;
+    // Read once: the delivery needs the terms, a failure the warning window.
+    let license = state.store.get_license(&i.lid).await;
+    let outcome = match &license {
+        Ok(l) => deliver_job(state, &mut i, l.as_ref(), job.credentials.as_deref(), t).await,
+        Err(e) => Err(e.to_string()),
+    };
     let delivered = outcome.is_ok();
     state
         .metrics
@@ -160,7 +165,7 @@ async fn process(state: &AppState, job: PushJob) -> bool {
         i.push_attempts += 1;
         i.push_last_error = Some(e.clone());
         i.push_next_at = Some(t + backoff(&state.pusher.config, i.push_attempts));
-        let warn_days = match state.store.get_license(&i.lid).await {
+        let warn_days = match &license {
             Ok(Some(l)) => l.terms.tok_exp_warn_days,
             _ => 0,
         };
@@ -189,6 +194,7 @@ async fn process(state: &AppState, job: PushJob) -> bool {
 async fn deliver_job(
     state: &AppState,
     i: &mut Instance,
+    license: Option<&License>,
     sealed: Option<&str>,
     t: i64,
 ) -> Result<(), String> {
@@ -212,13 +218,8 @@ async fn deliver_job(
         i.push_next_at = None;
         tracing::info!(lid = %i.lid, instance = %i.url, "revocation delivered");
     } else {
-        let license = state
-            .store
-            .get_license(&i.lid)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("license is gone")?;
-        check_renewable(&license, t).map_err(|e| e.to_string())?;
+        let license = license.ok_or("license is gone")?;
+        check_renewable(license, t).map_err(|e| e.to_string())?;
         // Redeliver a token issued for an earlier attempt, if still good.
         let pending = match &i.push_pending_jti {
             Some(jti) => state
@@ -238,7 +239,7 @@ async fn deliver_job(
                     .map_err(|e| e.to_string())?
                     .ok_or("account is gone")?;
                 let req = issuance::Request {
-                    license: &license,
+                    license,
                     account: &account,
                     instance: i.clone(),
                     bind: false,

@@ -5,10 +5,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::procs::{self, Portal, eventually, free_port};
+use common::procs::{self, Portal, eventually, free_port, receiver};
 use serde_json::{Value, json};
 
 const INSTANCE_PW: &str = "instance-admin-pw";
@@ -370,42 +369,6 @@ async fn a_revocation_reaches_instances_by_push_and_by_poll() {
     pushed.terminate();
     polled.terminate();
     issuer.terminate();
-}
-
-/// What a receiver got: for each instance (path prefix), the token ids in order.
-type Deliveries = Arc<Mutex<HashMap<String, Vec<String>>>>;
-
-/// A loopback receiver standing in for many Grafana instances:
-/// `POST /{n}/api/licensing/token` records the token's `jti` after `delay`.
-async fn receiver(delay: Duration) -> (String, Deliveries) {
-    use axum::extract::{Path, State};
-    let got: Deliveries = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/{n}/api/licensing/token",
-            axum::routing::post(
-                move |State(got): State<Deliveries>,
-                      Path(n): Path<String>,
-                      body: axum::Json<Value>| async move {
-                    tokio::time::sleep(delay).await;
-                    let token = body.0["token"].as_str().unwrap_or_default().to_string();
-                    let jti = charter_token::insecure_decode(&token)
-                        .map(|(_, c)| c.jti)
-                        .unwrap_or_default();
-                    got.lock().expect("lock").entry(n).or_default().push(jti);
-                    axum::Json(json!({}))
-                },
-            ),
-        )
-        .with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}"), got)
 }
 
 /// Issue 6: two issuers on one PostgreSQL database and 500 due instances:

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Backend;
-use common::procs::{self, Portal, eventually};
+use common::procs::{self, Portal, eventually, receiver};
 use serde_json::{Value, json};
 
 both_stores!(sigkill_mid_issuance_and_push);
@@ -34,41 +34,6 @@ const FLAGS: [&str; 14] = [
     "--renew-limit-per-address",
     "0",
 ];
-
-type Deliveries = Arc<Mutex<HashMap<String, Vec<String>>>>;
-
-/// Grafana-style instances on one port: `POST /{n}/api/licensing/token`
-/// records the token's `jti` after `delay` (so pushes are in flight).
-async fn receiver(delay: Duration) -> (String, Deliveries) {
-    use axum::extract::{Path, State};
-    let got: Deliveries = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/{n}/api/licensing/token",
-            axum::routing::post(
-                move |State(got): State<Deliveries>,
-                      Path(n): Path<String>,
-                      body: axum::Json<Value>| async move {
-                    tokio::time::sleep(delay).await;
-                    let token = body.0["token"].as_str().unwrap_or_default().to_string();
-                    let jti = charter_token::insecure_decode(&token)
-                        .map(|(_, c)| c.jti)
-                        .unwrap_or_default();
-                    got.lock().expect("lock").entry(n).or_default().push(jti);
-                    axum::Json(json!({}))
-                },
-            ),
-        )
-        .with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}"), got)
-}
 
 async fn sigkill_mid_issuance_and_push(backend: Backend) {
     let data = common::Data::new(backend).await;

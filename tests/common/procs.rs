@@ -1,10 +1,12 @@
 //! Real `charter` processes for end-to-end tests: an issuer (`serve`) and
 //! instances (`instance`), each on a loopback port, killed on drop.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Proc {
@@ -213,4 +215,40 @@ impl Portal {
         assert_eq!(s, 201, "{l}");
         l["lid"].as_str().expect("lid").to_string()
     }
+}
+
+/// What a receiver got: for each instance (path prefix), the token ids in order.
+pub type Deliveries = Arc<Mutex<HashMap<String, Vec<String>>>>;
+
+/// A loopback receiver standing in for many Grafana instances on one port:
+/// `POST /{n}/api/licensing/token` records the token's `jti` after `delay`.
+pub async fn receiver(delay: Duration) -> (String, Deliveries) {
+    use axum::extract::{Path, State};
+    let got: Deliveries = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/{n}/api/licensing/token",
+            axum::routing::post(
+                move |State(got): State<Deliveries>,
+                      Path(n): Path<String>,
+                      body: axum::Json<serde_json::Value>| async move {
+                    tokio::time::sleep(delay).await;
+                    let token = body.0["token"].as_str().unwrap_or_default().to_string();
+                    let jti = charter_token::insecure_decode(&token)
+                        .map(|(_, c)| c.jti)
+                        .unwrap_or_default();
+                    got.lock().expect("lock").entry(n).or_default().push(jti);
+                    axum::Json(serde_json::json!({}))
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), got)
 }
