@@ -52,6 +52,24 @@ async fn receiver(status: u16) -> (String, Got) {
     (format!("http://{addr}/"), got)
 }
 
+/// A license and one push-enabled instance on a receiver answering `status`.
+async fn push_instance(app: &TestApp, status: u16) -> (String, String, Got) {
+    let lid = app.license(json!({})).await["lid"]
+        .as_str()
+        .expect("lid")
+        .to_string();
+    let (url, got) = receiver(status).await;
+    let (s, inst) = app
+        .post(
+            &format!("/api/licenses/{lid}/instances"),
+            json!({"url": url, "push_enabled": true}),
+        )
+        .await;
+    assert_eq!(s, 201, "{inst}");
+    let id = inst["id"].as_str().expect("id").to_string();
+    (lid, id, got)
+}
+
 async fn run(app: &TestApp) -> charter::push::RunStats {
     charter::push::run_once(app.state())
         .await
@@ -150,19 +168,7 @@ async fn credentials_are_sealed_sent_and_never_shown(backend: Backend) {
 
 async fn suspended_licenses_are_not_pushed(backend: Backend) {
     let app = TestApp::start(backend).await;
-    let lid = app.license(json!({})).await["lid"]
-        .as_str()
-        .expect("lid")
-        .to_string();
-    let (url, got) = receiver(200).await;
-    let (s, inst) = app
-        .post(
-            &format!("/api/licenses/{lid}/instances"),
-            json!({"url": url, "push_enabled": true}),
-        )
-        .await;
-    assert_eq!(s, 201);
-    let id = inst["id"].as_str().expect("id").to_string();
+    let (lid, id, got) = push_instance(&app, 200).await;
     app.post(&format!("/api/licenses/{lid}/suspend"), json!({}))
         .await;
     assert_eq!(run(&app).await, charter::push::RunStats::default());
@@ -186,18 +192,7 @@ async fn suspended_licenses_are_not_pushed(backend: Backend) {
 
 async fn failures_back_off_visibly(backend: Backend) {
     let app = TestApp::start(backend).await;
-    let lid = app.license(json!({})).await["lid"]
-        .as_str()
-        .expect("lid")
-        .to_string();
-    let (url, got) = receiver(503).await;
-    let (_, inst) = app
-        .post(
-            &format!("/api/licenses/{lid}/instances"),
-            json!({"url": url, "push_enabled": true}),
-        )
-        .await;
-    let id = inst["id"].as_str().expect("id").to_string();
+    let (lid, id, got) = push_instance(&app, 503).await;
     let stats = run(&app).await;
     assert_eq!((stats.delivered, stats.failed), (0, 1));
     let (_, inst) = app
@@ -249,18 +244,7 @@ async fn private_addresses_are_refused_when_asked(backend: Backend) {
         http: reqwest::Client::new(),
         data,
     };
-    let lid = app.license(json!({})).await["lid"]
-        .as_str()
-        .expect("lid")
-        .to_string();
-    let (url, got) = receiver(200).await;
-    let (_, inst) = app
-        .post(
-            &format!("/api/licenses/{lid}/instances"),
-            json!({"url": url, "push_enabled": true}),
-        )
-        .await;
-    let id = inst["id"].as_str().expect("id").to_string();
+    let (lid, id, got) = push_instance(&app, 200).await;
     assert_eq!(run(&app).await.failed, 1);
     assert!(
         got.lock().expect("lock").is_empty(),
