@@ -6,7 +6,8 @@
 //! `LOAD_N` instances issued then renewed per run (default 2000),
 //! `LOAD_CHARTER_BIN` another build to measure, `LOAD_CONCURRENCY` requests in flight (default 16), `LOAD_CHECK_SECS` per
 //! check round (default 3), `LOAD_PUSH` push sizes (default `1000,10000`),
-//! `LOAD_STORES` (default `sqlite,postgres`), `LOAD_PG_ADMIN` (default
+//! `LOAD_STORES` (default `sqlite,postgres`), `LOAD_ALGS` (default
+//! `rs256,eddsa`), `LOAD_WARN_ROWS` (0 skips the `[log warn]` rows), `LOAD_PG_ADMIN` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `CHARTER_LOG` passed to
 //! the issuer (default `info`, as deployed).
 //!
@@ -141,6 +142,9 @@ async fn issuer(dir: &Path, db: &str, extra: &[&str], log: Option<&str>) -> anyh
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--database-url", db])
         .args(["--keys-dir", &dir.join("keys").to_string_lossy()])
+        // One license renews thousands of instances here: no rate limits.
+        .args(["--renew-limit-per-license", "0"])
+        .args(["--renew-limit-per-address", "0"])
         .args(extra)
         .env("CHARTER_ADMIN_PASSWORD", ADMIN_PW);
     cmd.env("CHARTER_LOG", log_level(log));
@@ -510,7 +514,11 @@ async fn run() -> anyhow::Result<()> {
         } else {
             "postgres"
         };
+        let algs: String = env_or("LOAD_ALGS", "rs256,eddsa".to_string());
         for alg in ["rs256", "eddsa"] {
+            if !algs.split(',').any(|a| a.trim() == alg) {
+                continue;
+            }
             eprintln!("== issue + renew, {alg}, {kind}");
             let dir = tempfile::tempdir()?;
             if alg == "eddsa" {
@@ -527,7 +535,7 @@ async fn run() -> anyhow::Result<()> {
                 issue_and_renew(&proc, n, conc, alg, kind, &refs, "").await?;
             rows.extend(issue_rows);
             rows.push(renew_row);
-            if alg == "rs256" && log_level(None) != "warn" {
+            if alg == "rs256" && log_level(None) != "warn" && env_or("LOAD_WARN_ROWS", 1) != 0 {
                 // What the INFO line per request costs: the same on `warn`.
                 eprintln!("== issue + renew, {alg}, {kind}, CHARTER_LOG=warn");
                 let d = tempfile::tempdir()?;
