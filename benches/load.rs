@@ -7,7 +7,8 @@
 //! `LOAD_CHARTER_BIN` another build to measure, `LOAD_CONCURRENCY` requests in flight (default 16), `LOAD_CHECK_SECS` per
 //! check round (default 3), `LOAD_PUSH` push sizes (default `1000,10000`),
 //! `LOAD_STORES` (default `sqlite,postgres`), `LOAD_ALGS` (default
-//! `rs256,eddsa`), `LOAD_WARN_ROWS` (0 skips the `[log warn]` rows), `LOAD_PG_ADMIN` (default
+//! `rs256,eddsa`), `LOAD_WARN_ROWS` (0 skips the `[log warn]` rows), `LOAD_FLOOR`
+//! (0 skips the floor rows: HTTP + verify + sign with no storage), `LOAD_PG_ADMIN` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `CHARTER_LOG` passed to
 //! the issuer (default `info`, as deployed).
 //!
@@ -43,6 +44,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() -> anyhow::Result<()> {
     if std::env::var_os("CHARTER_LOAD_BARE").is_some() {
         return bare_server();
+    }
+    if std::env::var_os("CHARTER_LOAD_FLOOR").is_some() {
+        return floor_server();
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -531,8 +535,23 @@ async fn run() -> anyhow::Result<()> {
             }
             let store = Store::new(kind, dir.path()).await?;
             let proc = issuer(dir.path(), &store.url, &["--push-interval-secs", "0"], None).await?;
-            let (issue_rows, renew_row) =
-                issue_and_renew(&proc, n, conc, alg, kind, &refs, "").await?;
+            // The floor once per algorithm, on the first store.
+            let keys_dir = dir.path().join("keys");
+            let floor_keys = (Some(kind) == stores.split(',').map(str::trim).next()
+                && env_or("LOAD_FLOOR", 1) != 0)
+                .then_some(keys_dir.as_path());
+            let (issue_rows, renew_row) = issue_and_renew(
+                &proc,
+                n,
+                conc,
+                (alg, kind),
+                &refs,
+                Variant {
+                    label: "",
+                    floor_keys,
+                },
+            )
+            .await?;
             rows.extend(issue_rows);
             rows.push(renew_row);
             if alg == "rs256" && log_level(None) != "warn" && env_or("LOAD_WARN_ROWS", 1) != 0 {
@@ -547,8 +566,18 @@ async fn run() -> anyhow::Result<()> {
                     Some("warn"),
                 )
                 .await?;
-                let (mut issue_rows, renew_row) =
-                    issue_and_renew(&p, n, conc, alg, kind, &refs, " [log warn]").await?;
+                let (mut issue_rows, renew_row) = issue_and_renew(
+                    &p,
+                    n,
+                    conc,
+                    (alg, kind),
+                    &refs,
+                    Variant {
+                        label: " [log warn]",
+                        floor_keys: None,
+                    },
+                )
+                .await?;
                 issue_rows.truncate(1);
                 rows.extend(issue_rows);
                 rows.push(renew_row);
@@ -606,14 +635,20 @@ async fn run() -> anyhow::Result<()> {
 
 /// Scenario 2 then 1 (and 5 for the issuer): issue `n` tokens to distinct
 /// instances through the portal, then renew each twice.
+/// `label` marks the rows; `floor_keys`, when given, also runs [`floor`]
+/// with the renewed tokens.
+struct Variant<'a> {
+    label: &'a str,
+    floor_keys: Option<&'a Path>,
+}
+
 async fn issue_and_renew(
     proc: &Proc,
     n: usize,
     conc: usize,
-    alg: &str,
-    kind: &str,
+    (alg, kind): (&str, &str),
     refs: &RawRefs,
-    label: &str,
+    Variant { label, floor_keys }: Variant<'_>,
 ) -> anyhow::Result<(Vec<Row>, Row)> {
     let http = http_client(conc)?;
     let portal = Portal {
@@ -723,6 +758,9 @@ async fn issue_and_renew(
         target,
     };
     let mut rows = vec![issue_row];
+    if let Some(keys) = floor_keys {
+        rows.push(floor(keys, current, conc, alg_name, refs).await?);
+    }
     if alg == "rs256" {
         rows.push(Row {
             scenario: "peak RSS issuer (issue+renew)".into(),
@@ -906,6 +944,96 @@ fn bare_server() -> anyhow::Result<()> {
         let app = axum::Router::new().route(
             "/api/licensing/check",
             axum::routing::get(|| async { axum::Json(true) }),
+        );
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Renews each of `tokens` once on [`floor_server`] and reports its CPU per
+/// renewal next to one raw RSA signature.
+async fn floor(
+    keys: &Path,
+    tokens: Vec<String>,
+    conc: usize,
+    alg_name: &str,
+    refs: &RawRefs,
+) -> anyhow::Result<Row> {
+    let port = free_port()?;
+    let mut cmd = command(&std::env::current_exe()?.to_string_lossy());
+    cmd.env("CHARTER_LOAD_FLOOR", format!("127.0.0.1:{port}"))
+        .env("CHARTER_LOAD_KEYS", keys);
+    let dir = keys.parent().context("keys dir")?;
+    let proc = spawn(cmd, port, dir.join("floor.log")).await?;
+    let http = http_client(conc)?;
+    let n = tokens.len();
+    let toks = Arc::new(tokens);
+    let base = proc.base.clone();
+    let cpu0 = cpu_secs(proc.pid());
+    let (_, lat, wall) = drive(n, conc, move |i| {
+        let req = http
+            .post(format!("{base}/api/tokens/renew"))
+            .bearer_auth(&toks[i]);
+        async move {
+            let (s, body) = send(req).await?;
+            anyhow::ensure!(s == 200, "floor renew: {s} {body}");
+            Ok(String::new())
+        }
+    })
+    .await?;
+    let cpu = (cpu_secs(proc.pid()) - cpu0) / n as f64;
+    let rsa = refs.rsa_us();
+    Ok(Row {
+        scenario: format!("renew floor {alg_name}: HTTP + verify + sign only"),
+        store: "-".into(),
+        rate: format!("{:.0}", n as f64 / wall.as_secs_f64()),
+        p50: format!("{:.2}", percentile_ms(&lat, 0.5)),
+        p99: format!("{:.2}", percentile_ms(&lat, 0.99)),
+        figure: format!("{:.0} µs CPU/renewal", cpu * 1e6),
+        reference: format!("{rsa:.0} µs raw RSA-2048 sign"),
+        ratio: format!("{:.2}", cpu * 1e6 / rsa),
+        target: "(floor)".into(),
+    })
+}
+
+/// The floor of a renewal: the same HTTP request verified and answered with
+/// a freshly signed token by the same keyring, with no storage, no checks of
+/// the license and no log line. What the issuer's CPU per renewal is compared
+/// with to see what storage, audit and logging add.
+fn floor_server() -> anyhow::Result<()> {
+    use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+    let addr: SocketAddr = std::env::var("CHARTER_LOAD_FLOOR")?.parse()?;
+    let keys = charter_token::Keyring::load(Path::new(&std::env::var("CHARTER_LOAD_KEYS")?))?;
+    let keys = Arc::new(keys);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let app = axum::Router::new().route(
+            "/api/tokens/renew",
+            axum::routing::post(move |headers: HeaderMap| {
+                let keys = keys.clone();
+                async move {
+                    let token = headers
+                        .get(AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .ok_or(StatusCode::UNAUTHORIZED)?;
+                    let mut claims = keys
+                        .public()
+                        .verify_signature(token)
+                        .map_err(|_| StatusCode::UNAUTHORIZED)?;
+                    let now = charter_token::now();
+                    claims.jti = uuid::Uuid::now_v7().to_string();
+                    claims.exp = now + (claims.exp - claims.iat);
+                    claims.iat = now;
+                    let token = keys
+                        .sign(&claims)
+                        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+                    Ok::<_, StatusCode>(axum::Json(charter_token::TokenResponse { token, claims }))
+                }
+            }),
         );
         let listener = tokio::net::TcpListener::bind(addr).await?;
         axum::serve(listener, app).await?;

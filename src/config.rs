@@ -84,6 +84,9 @@ pub struct ServeArgs {
     /// The window of the renewal limits, in seconds [default: 60].
     #[arg(long, env = "CHARTER_RENEW_LIMIT_WINDOW_SECS")]
     pub renew_limit_window_secs: Option<u64>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDRs); the client address keys the rate limits and the audit [default: none].
+    #[arg(long, env = "CHARTER_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// Do not apply migrations at start (when `charter migrate` runs them).
     #[arg(long, env = "CHARTER_NO_MIGRATE")]
     #[serde(default)]
@@ -118,6 +121,8 @@ pub struct Config {
     pub shutdown_drain: std::time::Duration,
     pub push: crate::push::PushConfig,
     pub renew_limits: crate::api::ratelimit::RenewLimits,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ServeArgs {
@@ -154,7 +159,8 @@ impl ServeArgs {
             push_backoff_max_secs,
             renew_limit_per_license,
             renew_limit_per_address,
-            renew_limit_window_secs
+            renew_limit_window_secs,
+            trusted_proxies
         );
         self.no_migrate |= file.no_migrate;
         self.push_refuse_private |= file.push_refuse_private;
@@ -232,6 +238,7 @@ impl Config {
                 renew_limits.window.as_secs()
             );
         }
+        let trusted_proxies = parse_proxies(a.trusted_proxies.as_deref().unwrap_or(""))?;
         Ok(Config {
             listen,
             public_url,
@@ -251,8 +258,25 @@ impl Config {
             shutdown_drain: std::time::Duration::from_secs(a.shutdown_drain_secs.unwrap_or(0)),
             push,
             renew_limits,
+            trusted_proxies,
         })
     }
+}
+
+/// `10.0.0.0/8, 192.168.1.7, ::1`: networks, a bare address meaning itself.
+fn parse_proxies(list: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    anyhow::anyhow!("trusted_proxies: {s:?} is not an IP address or CIDR network")
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -289,6 +313,7 @@ no_migrate = true
 renew_limit_per_license = 11
 renew_limit_per_address = 12
 renew_limit_window_secs = 13
+trusted_proxies = "10.0.0.0/8, 192.168.1.7"
 "#,
         )
         .expect("write");
@@ -331,6 +356,13 @@ renew_limit_window_secs = 13
             ),
             (11, 12, 13)
         );
+        assert_eq!(
+            c.trusted_proxies,
+            vec![
+                "10.0.0.0/8".parse::<ipnet::IpNet>().expect("net"),
+                "192.168.1.7/32".parse().expect("net")
+            ]
+        );
         assert_eq!(format!("{:?}", c.admin_password), "Some([redacted])");
 
         let c = Config::from_args(ServeArgs {
@@ -340,5 +372,24 @@ renew_limit_window_secs = 13
         })
         .expect("valid");
         assert_eq!(c.token_ttl_days, 5, "a flag or variable wins over the file");
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_addresses_or_networks() {
+        assert_eq!(
+            parse_proxies(" ::1 , 172.16.0.0/12,").expect("valid"),
+            vec![
+                "::1/128".parse::<ipnet::IpNet>().expect("net"),
+                "172.16.0.0/12".parse().expect("net")
+            ]
+        );
+        // A host address with a prefix names its network.
+        assert_eq!(
+            parse_proxies("10.1.2.3/8").expect("valid"),
+            vec!["10.0.0.0/8".parse::<ipnet::IpNet>().expect("net")]
+        );
+        let e = parse_proxies("10.0.0.0/8,proxy.local").expect_err("a name");
+        assert!(e.to_string().contains("\"proxy.local\""), "{e}");
+        assert!(parse_proxies("").expect("empty").is_empty());
     }
 }

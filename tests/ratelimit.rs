@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 both_stores!(
     renewals_are_limited_per_license_and_address,
-    the_window_ends
+    the_window_ends,
+    clients_behind_a_trusted_proxy_are_told_apart
 );
 
 async fn renew_raw(app: &TestApp, token: &str) -> (u16, Option<u64>, Value) {
@@ -29,6 +30,22 @@ async fn renew_raw(app: &TestApp, token: &str) -> (u16, Option<u64>, Value) {
         .and_then(|v| v.parse().ok());
     let body = res.json().await.expect("JSON body");
     (status, retry, body)
+}
+
+/// Renews `token` as forwarded for `forwarded_for`; on 200 `token` becomes
+/// the renewed one (so each renewal is new, not an idempotent retry).
+async fn renew_from(app: &TestApp, token: &mut String, forwarded_for: &str) -> u16 {
+    let (s, body) = common::send(
+        app.http
+            .post(app.url("/api/tokens/renew"))
+            .bearer_auth(&*token)
+            .header("x-forwarded-for", forwarded_for),
+    )
+    .await;
+    if s == 200 {
+        *token = body["token"].as_str().expect("token").to_string();
+    }
+    s
 }
 
 async fn token_for(app: &TestApp, instance: &str) -> (String, String) {
@@ -117,5 +134,55 @@ async fn the_window_ends(backend: Backend) {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (s, _, body) = renew_raw(&app, &t).await;
     assert_eq!(s, 200, "{body}");
+    app.stop().await;
+}
+
+/// Behind a trusted proxy (here the loopback peer) each forwarded client has
+/// its own address limit and is audited under its own address; a peer that is
+/// not trusted cannot pick an address with `X-Forwarded-For`.
+async fn clients_behind_a_trusted_proxy_are_told_apart(backend: Backend) {
+    let limits = |a: &mut charter::config::ServeArgs| {
+        a.renew_limit_per_license = Some(0);
+        a.renew_limit_per_address = Some(2);
+    };
+    let app = TestApp::start_with(backend, |a| {
+        limits(a);
+        a.trusted_proxies = Some("127.0.0.0/8, ::1".into());
+    })
+    .await;
+    let (_, mut t) = token_for(&app, "https://one.example/").await;
+    let t = &mut t;
+    // What the client wrote on the left is ignored: the proxy appended the
+    // address it saw, and that is the client.
+    let a = "6.6.6.6, 203.0.113.1";
+    assert_eq!(renew_from(&app, t, a).await, 200);
+    assert_eq!(renew_from(&app, t, "9.9.9.9, 203.0.113.1").await, 200);
+    assert_eq!(renew_from(&app, t, a).await, 429);
+    // Another client behind the same proxy has its own allowance.
+    assert_eq!(renew_from(&app, t, "203.0.113.2").await, 200);
+    let (s, audit) = app.get("/api/audit?action=token.renew&per_page=10").await;
+    assert_eq!(s, 200, "{audit}");
+    let ips: Vec<&str> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["ip"].as_str())
+        .collect();
+    assert!(ips.contains(&"203.0.113.2"), "{audit}");
+    assert!(ips.contains(&"203.0.113.1"), "{audit}");
+    assert!(
+        !ips.iter()
+            .any(|ip| ip.starts_with("127.") || *ip == "6.6.6.6"),
+        "{audit}"
+    );
+    app.stop().await;
+
+    // No trusted proxies: the header is ignored and the peer is the client.
+    let app = TestApp::start_with(backend, limits).await;
+    let (_, mut t) = token_for(&app, "https://one.example/").await;
+    let t = &mut t;
+    assert_eq!(renew_from(&app, t, "203.0.113.1").await, 200);
+    assert_eq!(renew_from(&app, t, "203.0.113.2").await, 200);
+    assert_eq!(renew_from(&app, t, "203.0.113.3").await, 429);
     app.stop().await;
 }

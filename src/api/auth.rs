@@ -135,12 +135,74 @@ impl Principal {
     }
 }
 
-/// The address of the client, from the connection (`None` in-process).
+/// The address of the client: the one [`forwarded_client`] found behind a
+/// trusted proxy, else the connection's peer (`None` in-process).
 pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
+    if let Some(ForwardedClient(ip)) = parts.extensions.get::<ForwardedClient>() {
+        return Some(*ip);
+    }
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
+}
+
+/// The client's address as a trusted proxy reported it.
+#[derive(Debug, Clone, Copy)]
+struct ForwardedClient(IpAddr);
+
+/// Middleware (only when proxies are trusted): when the peer is a trusted
+/// proxy, the client is the rightmost `X-Forwarded-For` entry that is not
+/// itself a trusted proxy. Anything a client wrote further left is ignored,
+/// so a client cannot choose its own address.
+pub async fn forwarded_client(
+    axum::extract::State(trusted): axum::extract::State<std::sync::Arc<Vec<ipnet::IpNet>>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(peer) = peer
+        && let Some(ip) = client_behind(&trusted, peer, req.headers())
+    {
+        req.extensions_mut().insert(ForwardedClient(ip));
+    }
+    next.run(req).await
+}
+
+/// The client behind `peer`, if `peer` is trusted and forwarded one.
+fn client_behind(
+    trusted: &[ipnet::IpNet],
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return None;
+    }
+    let mut hops: Vec<&str> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        hops.extend(value.to_str().ok()?.split(',').map(str::trim));
+    }
+    let mut client = None;
+    for hop in hops.iter().rev() {
+        let ip = hop
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()));
+        let Some(ip) = ip else {
+            // Garbage: the last trusted hop is as far as we can believe.
+            break;
+        };
+        let ip = ip.to_canonical();
+        client = Some(ip);
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// The client's address as an extractor (never rejects).
@@ -466,5 +528,70 @@ mod tests {
         assert_eq!(hash, sa_token_hash(&a));
         assert_eq!(hash.len(), 64);
         assert!(!hash.contains(&a[SA_TOKEN_PREFIX.len()..]));
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn trusted() -> Vec<ipnet::IpNet> {
+        vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "192.168.1.7/32".parse().expect("net"),
+        ]
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().expect("value"));
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_hop_is_the_client() {
+        let t = trusted();
+        let h = xff(&["6.6.6.6, 203.0.113.9, 10.1.1.1"]);
+        assert_eq!(
+            client_behind(&t, ip("10.0.0.2"), &h),
+            Some(ip("203.0.113.9"))
+        );
+        // Several headers read as one list, in order.
+        let h = xff(&["6.6.6.6", "203.0.113.9", "192.168.1.7"]);
+        assert_eq!(
+            client_behind(&t, ip("10.0.0.2"), &h),
+            Some(ip("203.0.113.9"))
+        );
+        // IPv4-mapped IPv6 and a port are the same client.
+        let h = xff(&["[::ffff:203.0.113.9]:4711"]);
+        assert_eq!(
+            client_behind(&t, ip("10.0.0.2"), &h),
+            Some(ip("203.0.113.9"))
+        );
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_claim_an_address() {
+        let h = xff(&["10.9.9.9"]);
+        assert_eq!(client_behind(&trusted(), ip("203.0.113.9"), &h), None);
+        assert_eq!(client_behind(&[], ip("10.0.0.2"), &h), None);
+    }
+
+    #[test]
+    fn garbage_stops_at_the_last_believable_hop() {
+        let t = trusted();
+        let h = xff(&["203.0.113.9, not-an-ip, 10.2.2.2"]);
+        assert_eq!(client_behind(&t, ip("10.0.0.2"), &h), Some(ip("10.2.2.2")));
+        assert_eq!(client_behind(&t, ip("10.0.0.2"), &xff(&[])), None);
+        // All hops trusted: the leftmost is the client.
+        let h = xff(&["10.3.3.3, 10.2.2.2"]);
+        assert_eq!(client_behind(&t, ip("10.0.0.2"), &h), Some(ip("10.3.3.3")));
     }
 }

@@ -160,10 +160,11 @@ fn add_common_errors(api: &mut utoipa::openapi::OpenApi) {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let trusted = Arc::new(state.config.trusted_proxies.clone());
     let (router, mut api) = routes().split_for_parts();
     add_common_errors(&mut api);
     let api = Arc::new(api);
-    router
+    let router = router
         .route(
             "/api/openapi.json",
             axum::routing::get(move || {
@@ -198,7 +199,17 @@ pub fn router(state: AppState) -> Router {
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
+        );
+    // The client address behind trusted proxies; no layer when there are none.
+    let router = if trusted.is_empty() {
+        router
+    } else {
+        router.layer(axum::middleware::from_fn_with_state(
+            trusted,
+            auth::forwarded_client,
+        ))
+    };
+    router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
