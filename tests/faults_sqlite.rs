@@ -172,7 +172,13 @@ async fn sqlite_disk_full_then_read_only() {
     // Read-only: a filesystem with files open for writing cannot be
     // remounted read-only, so the issuer is restarted on it, as after a
     // restore with the wrong permissions or a volume mounted read-only.
-    issuer.terminate();
+    // Killed, so its WAL stays beside the database: SQLite can then open
+    // the file read-only and serve reads, the case easiest to miss.
+    issuer.kill();
+    assert!(
+        fs.path().join("charter.db-wal").exists(),
+        "the killed issuer left its WAL"
+    );
     fs.remount("ro");
     let mut child = Command::new(env!("CARGO_BIN_EXE_charter"))
         .args([
@@ -205,7 +211,9 @@ async fn sqlite_disk_full_then_read_only() {
         .expect("stderr");
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
-        err.contains("cannot open database") && err.contains("charter.db"),
+        err.contains("cannot open database")
+            && err.contains("charter.db")
+            && err.contains("read-only"),
         "a clear error naming the database: {err}"
     );
     assert!(!err.contains("panicked"), "{err}");

@@ -382,6 +382,17 @@ impl SqliteStore {
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> anyhow::Result<Connection> {
             let mut conn = Connection::open(&path)?;
+            // SQLite falls back to read-only when it cannot write the file
+            // (a read-only volume, the wrong owner after a restore); the
+            // issuer must write, so say so now rather than at the first
+            // write. (A WAL left by an unclean stop would even let it serve
+            // reads as if all were well.)
+            if conn.is_readonly(rusqlite::MAIN_DB)? {
+                anyhow::bail!(
+                    "{} is read-only (check the volume's mount and the file's owner and mode)",
+                    path.display()
+                );
+            }
             conn.set_prepared_statement_cache_capacity(128);
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
