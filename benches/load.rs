@@ -724,21 +724,8 @@ async fn issue_and_renew(
     let mut wall_all = Duration::ZERO;
     let cpu0 = cpu_secs(pid);
     for _ in 0..2 {
-        let toks = Arc::new(current);
-        let (http, base) = (http.clone(), base.clone());
-        let t2 = toks.clone();
-        let (next, lat, wall) = drive(n, conc, move |i| {
-            let req = http
-                .post(format!("{base}/api/tokens/renew"))
-                .bearer_auth(&t2[i]);
-            async move {
-                let (s, body) = send(req).await?;
-                anyhow::ensure!(s == 200, "renew: {s} {body}");
-                Ok(body["token"].as_str().context("token")?.to_string())
-            }
-        })
-        .await?;
-        anyhow::ensure!(next[0] != toks[0], "renewal returned the same token");
+        let (next, lat, wall) = renew_all(&http, &base, &current, conc).await?;
+        anyhow::ensure!(next[0] != current[0], "renewal returned the same token");
         current = next;
         lat_all.extend(lat);
         wall_all += wall;
@@ -951,6 +938,29 @@ fn bare_server() -> anyhow::Result<()> {
     })
 }
 
+/// `POST {base}/api/tokens/renew` once with each of `tokens`, `conc` in
+/// flight; the renewed tokens, latencies and wall time.
+async fn renew_all(
+    http: &reqwest::Client,
+    base: &str,
+    tokens: &[String],
+    conc: usize,
+) -> anyhow::Result<(Vec<String>, Vec<Duration>, Duration)> {
+    let toks: Arc<[String]> = tokens.into();
+    let (http, base) = (http.clone(), base.to_string());
+    drive(tokens.len(), conc, move |i| {
+        let req = http
+            .post(format!("{base}/api/tokens/renew"))
+            .bearer_auth(&toks[i]);
+        async move {
+            let (s, body) = send(req).await?;
+            anyhow::ensure!(s == 200, "renew: {s} {body}");
+            Ok(body["token"].as_str().context("token")?.to_string())
+        }
+    })
+    .await
+}
+
 /// Renews each of `tokens` once on [`floor_server`] and reports its CPU per
 /// renewal next to one raw RSA signature.
 async fn floor(
@@ -968,20 +978,8 @@ async fn floor(
     let proc = spawn(cmd, port, dir.join("floor.log")).await?;
     let http = http_client(conc)?;
     let n = tokens.len();
-    let toks = Arc::new(tokens);
-    let base = proc.base.clone();
     let cpu0 = cpu_secs(proc.pid());
-    let (_, lat, wall) = drive(n, conc, move |i| {
-        let req = http
-            .post(format!("{base}/api/tokens/renew"))
-            .bearer_auth(&toks[i]);
-        async move {
-            let (s, body) = send(req).await?;
-            anyhow::ensure!(s == 200, "floor renew: {s} {body}");
-            Ok(String::new())
-        }
-    })
-    .await?;
+    let (_, lat, wall) = renew_all(&http, &proc.base, &tokens, conc).await?;
     let cpu = (cpu_secs(proc.pid()) - cpu0) / n as f64;
     let rsa = refs.rsa_us();
     Ok(Row {
