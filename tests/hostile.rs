@@ -19,7 +19,8 @@ both_stores!(
     forged_tokens,
     hostile_renew_bodies,
     hostile_portal_input,
-    replayed_renewals_of_a_revoked_license
+    replayed_renewals_of_a_revoked_license,
+    oversized_bodies_get_their_413
 );
 
 struct Setup {
@@ -763,4 +764,45 @@ async fn replayed_renewals_of_a_revoked_license(backend: Backend) {
     assert_eq!(st, 409, "{b}");
     assert_eq!(snapshot(app, &s.lid).await, before, "nothing changed");
     s.app.stop().await;
+}
+
+/// A client sending a body over the limit reads the 413 and its message,
+/// every time, rather than a connection reset while it is still sending
+/// (the server reads and drops the rest before answering). Nothing is stored.
+async fn oversized_bodies_get_their_413(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let before = app.get("/api/accounts").await;
+    let body = json!({"company": "x".repeat(1024 * 1024), "slug": "big"}).to_string();
+    for i in 0..20 {
+        let res = app
+            .admin(reqwest::Method::POST, "/api/accounts")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {i}: no answer: {e}"));
+        assert_eq!(res.status().as_u16(), 413, "attempt {i}");
+        let v: Value = res.json().await.expect("JSON body");
+        let m = v["message"].as_str().expect("message");
+        assert!(m.contains("limit"), "{m}");
+        // The connection is still good for the next request.
+        let (s, v) = common::send(
+            app.admin(reqwest::Method::POST, "/api/accounts")
+                .json(&json!({"company": "", "slug": "-"})),
+        )
+        .await;
+        assert_eq!(s, 400, "attempt {i}: {v}");
+    }
+    let token = "A".repeat(200 * 1024);
+    let res = app
+        .http
+        .post(app.url("/api/tokens/renew"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"usage\":{{\"pad\":\"{token}\"}}}}"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(res.status().as_u16(), 413);
+    assert_eq!(app.get("/api/accounts").await, before);
+    app.stop().await;
 }

@@ -181,7 +181,10 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(error::no_control_chars))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            error::screen_request,
+        ))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
