@@ -262,3 +262,41 @@ async fn status_reports_expired_and_wrong_subject_tokens() {
         assert_eq!(check, Value::Bool(false));
     }
 }
+
+/// Over a real connection: a client sending an over-long body reads its
+/// 413, and its keep-alive connection still serves the next request (the
+/// body is read and dropped before answering). The license is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_their_413_over_a_real_connection() {
+    let s = setup(Some(valid_token())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = s.router(Dialect::Grafana);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let http = reqwest::Client::new();
+    let auth = admin().expect("admin");
+    let huge = json!({ "token": "a".repeat(1024 * 1024) }).to_string();
+    for i in 0..20 {
+        let res = http
+            .post(format!("{base}{TOKEN}"))
+            .header("authorization", auth)
+            .header("content-type", "application/json")
+            .body(huge.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {i}: no answer: {e}"));
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "attempt {i}");
+        let check = http
+            .get(format!("{base}{CHECK}"))
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {i}: the next request failed: {e}"));
+        assert_eq!(check.text().await.expect("body"), "true");
+    }
+    assert_eq!(s.stored(), Some(valid_token()));
+}

@@ -28,6 +28,7 @@ pub fn router(state: ApiState) -> Router {
             get(get_license).put(put_license).delete(reset_license),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(super::refuse_oversized))
         .with_state(state)
 }
 

@@ -25,6 +25,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/licensing/token", post(add_token).delete(remove_token))
         .route("/api/licensing/token/renew", post(renew))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(super::refuse_oversized))
         // Added after the layer, which applies only to the routes above:
         // the check reads no body and is the hot path (see benches/check.rs).
         .route("/api/licensing/check", get(check))

@@ -183,6 +183,37 @@ pub(crate) fn require(
         .map_err(|d| dialect.denied(d, permission))
 }
 
+/// The most of an over-long body read and dropped before answering 413.
+const LINGER_MAX: u64 = 4 * 1024 * 1024;
+
+/// Middleware on the routes that read a body: a declared `Content-Length`
+/// over [`MAX_BODY_BYTES`] gets 413 after the body is read and dropped (up
+/// to 4 MiB, for at most 2 s). Answering with the body unread would close
+/// the connection under a client still sending, which then sees a reset
+/// instead of the 413, and a keep-alive client loses its next request.
+pub(crate) async fn refuse_oversized(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) {
+        if len <= LINGER_MAX {
+            let drain = axum::body::to_bytes(req.into_body(), LINGER_MAX as usize);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+        }
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {len} bytes is over the limit of {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// The body, or a clear 4xx (413 when over [`MAX_BODY_BYTES`]).
 pub(crate) fn body(raw: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     raw.map_err(|r| ApiError::new(r.status(), r.body_text()))

@@ -23,6 +23,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/license", get(get_license).put(put_license))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(super::refuse_oversized))
         .with_state(state)
 }
 
