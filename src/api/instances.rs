@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct NewInstance {
     /// The instance's root URL (http or https); stored with a trailing `/`.
+    #[schema(pattern = "^[hH][tT][tT][pP][sS]?://[^\\s]+$", max_length = 2048)]
     pub url: String,
     /// Default `grafana`.
     pub dialect: Option<Dialect>,

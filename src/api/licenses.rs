@@ -36,13 +36,20 @@ pub struct LicenseInput {
     /// RFC 3339, in the future.
     pub expires_at: Option<String>,
     /// Default 1.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_instances: Option<i64>,
     /// Default `users`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     pub limit_by: Option<String>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub included_users: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub included_admins: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub included_viewers: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub max_concurrent_user_sessions: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub anonymous_ratio: Option<i64>,
     pub limits: Option<BTreeMap<String, i64>>,
     /// Each must be granted by one of the license's products.
@@ -52,12 +59,16 @@ pub struct LicenseInput {
     pub usage_billing: Option<bool>,
     pub details_url: Option<String>,
     /// Default 30.
+    #[schema(minimum = 0, maximum = 3650)]
     pub lic_exp_warn_days: Option<i64>,
     /// Default 3.
+    #[schema(minimum = 0, maximum = 3650)]
     pub tok_exp_warn_days: Option<i64>,
     /// Renewal interval; default 1.
+    #[schema(minimum = 1, maximum = 3650)]
     pub update_days: Option<i64>,
     /// Token lifetime; default the server's `token_ttl_days`.
+    #[schema(minimum = 1, maximum = 3650)]
     pub token_ttl_days: Option<i64>,
 }
 
@@ -67,8 +78,11 @@ pub struct LicenseQuery {
     pub account_id: Option<String>,
     pub product: Option<String>,
     /// `active`, `suspended`, `revoked` or `expired`.
+    #[param(pattern = "^(active|suspended|revoked|expired)$")]
     pub state: Option<String>,
+    #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     pub per_page: Option<i64>,
 }
 

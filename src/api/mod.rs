@@ -223,8 +223,10 @@ pub fn router(state: AppState) -> Router {
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<i64>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     pub per_page: Option<i64>,
 }
 

@@ -65,8 +65,14 @@ impl From<ServiceAccount> for ServiceAccountDto {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewServiceAccount {
+    #[schema(
+        min_length = 1,
+        max_length = 190,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// `Viewer` (default), `Editor` or `Admin`.
+    #[schema(pattern = "^(Viewer|Editor|Admin)$")]
     pub role: Option<String>,
     #[serde(default)]
     pub is_disabled: bool,
@@ -75,7 +81,13 @@ pub struct NewServiceAccount {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAccountPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 190,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(pattern = "^(Viewer|Editor|Admin)$")]
     pub role: Option<String>,
     pub is_disabled: Option<bool>,
 }
@@ -103,8 +115,14 @@ pub struct SearchResult {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewToken {
+    #[schema(
+        min_length = 1,
+        max_length = 190,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// Lifetime in seconds; absent or 0 for a token that does not expire.
+    #[schema(minimum = 0, maximum = 315_360_000)]
     pub seconds_to_live: Option<i64>,
 }
 

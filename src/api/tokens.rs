@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
     /// The instance's root URL; bound to the license if it is not yet.
+    #[schema(pattern = "^[hH][tT][tT][pP][sS]?://[^\\s]+$", max_length = 2048)]
     pub instance: String,
 }
 
