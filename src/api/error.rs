@@ -120,10 +120,11 @@ const LINGER_MAX: u64 = 4 * 1024 * 1024;
 ///   `%1F`, `%7F`) is refused with 400: no identifier has one, and
 ///   PostgreSQL cannot even compare a string holding NUL;
 /// - a body whose `Content-Length` is over `max_body` is refused with 413
-///   after reading and dropping it (up to 4 MiB, for at most 2 s). Answering
-///   without reading it would close the connection with unread data, which
-///   resets it, and the client, still sending, would see a broken
-///   connection instead of the 413 (nginx lingers for the same reason).
+///   after reading and dropping it, keeping none of it (up to 4 MiB, for at
+///   most 2 s). Answering without reading it would close the connection
+///   with unread data, which resets it, and the client, still sending,
+///   would see a broken connection instead of the 413 (nginx lingers for
+///   the same reason).
 pub async fn screen_request(
     axum::extract::State(max_body): axum::extract::State<usize>,
     req: axum::extract::Request,
@@ -148,9 +149,7 @@ pub async fn screen_request(
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&n| n > max_body as u64) {
         if len <= LINGER_MAX {
-            let body = req.into_body();
-            let drain = axum::body::to_bytes(body, LINGER_MAX as usize);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+            charter_client::api::discard_body(req.into_body(), LINGER_MAX).await;
         }
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -202,8 +202,7 @@ pub(crate) async fn refuse_oversized(
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) {
         if len <= LINGER_MAX {
-            let drain = axum::body::to_bytes(req.into_body(), LINGER_MAX as usize);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+            discard_body(req.into_body(), LINGER_MAX).await;
         }
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -212,6 +211,33 @@ pub(crate) async fn refuse_oversized(
         .into_response();
     }
     next.run(req).await
+}
+
+/// Reads and drops a request body frame by frame, keeping none of it, up
+/// to `max` bytes and for at most 2 s; true when the body ended. For a
+/// server that refuses a body it has not read: the client, still sending,
+/// then gets the answer rather than a reset connection.
+pub async fn discard_body(body: axum::body::Body, max: u64) -> bool {
+    use axum::body::HttpBody;
+    let mut body = std::pin::pin!(body);
+    let mut seen = 0u64;
+    let read = async {
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            if let Some(data) = frame.data_ref() {
+                seen += data.len() as u64;
+                if seen > max {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .unwrap_or(false)
 }
 
 /// The body, or a clear 4xx (413 when over [`MAX_BODY_BYTES`]).
