@@ -803,6 +803,91 @@ async fn oversized_bodies_get_their_413(backend: Backend) {
         .await
         .expect("an answer");
     assert_eq!(res.status().as_u16(), 413);
-    assert_eq!(app.get("/api/accounts").await, before);
+
+    // Chunked (no Content-Length): over the limit is 413 with the
+    // connection still good; under it, the body reaches the handler whole.
+    let addr = app.url("").trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        common::ADMIN.0,
+        common::ADMIN.1
+    ));
+    let chunked = |chunks: &[String]| {
+        let mut req = format!(
+            "POST /api/accounts HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        for c in chunks {
+            req.push_str(&format!("{:x}\r\n{c}\r\n", c.len()));
+        }
+        req.push_str("0\r\n\r\n");
+        req
+    };
+    let big: Vec<String> = std::iter::once("{\"company\":\"".to_string())
+        .chain((0..64).map(|_| "x".repeat(16 * 1024)))
+        .chain(std::iter::once("\",\"slug\":\"big\"}".to_string()))
+        .collect();
+    let (status, body) = http1_exchange(&mut conn, &chunked(&big)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("limit"), "{body}");
+    let small = [
+        "{\"company\":\"Chunked".to_string(),
+        " Inc\",\"slug\":\"chunked\"}".to_string(),
+    ];
+    let (status, body) = http1_exchange(&mut conn, &chunked(&small)).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("Chunked Inc"), "{body}");
+    // Nothing else was stored: the accounts are those before, and the chunked one.
+    let slugs = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|a| a["slug"].as_str().map(str::to_string))
+            .collect()
+    };
+    let mut expected = slugs(&before.1);
+    expected.push("chunked".into());
+    expected.sort();
+    let mut got = slugs(&app.get("/api/accounts").await.1);
+    got.sort();
+    assert_eq!(got, expected);
     app.stop().await;
+}
+
+/// Writes one HTTP/1.1 request on `conn` and reads one response: its status
+/// and body (by `Content-Length`).
+async fn http1_exchange(conn: &mut tokio::net::TcpStream, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status: u16 = head[9..12].parse().expect("status");
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .expect("content-length");
+    while buf.len() < head_end + len {
+        let n = conn.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed in the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+    (status, body)
 }

@@ -112,19 +112,13 @@ pub async fn json_errors(res: Response) -> Response {
     Response::from_parts(parts, json_body)
 }
 
-/// The most of an over-long body read and dropped before answering 413.
-const LINGER_MAX: u64 = 4 * 1024 * 1024;
-
 /// Screens a request before it is routed:
 /// - a path or query carrying an encoded control character (`%00` ...
 ///   `%1F`, `%7F`) is refused with 400: no identifier has one, and
 ///   PostgreSQL cannot even compare a string holding NUL;
-/// - a body whose `Content-Length` is over `max_body` is refused with 413
-///   after reading and dropping it, keeping none of it (up to 4 MiB, for at
-///   most 2 s). Answering without reading it would close the connection
-///   with unread data, which resets it, and the client, still sending,
-///   would see a broken connection instead of the 413 (nginx lingers for
-///   the same reason).
+/// - a body over `max_body` is refused with 413 after it is read and
+///   dropped, so the client reads the answer and its connection stays
+///   usable ([`charter_client::api::screen_body`]).
 pub async fn screen_request(
     axum::extract::State(max_body): axum::extract::State<usize>,
     req: axum::extract::Request,
@@ -142,22 +136,10 @@ pub async fn screen_request(
         return ApiError::bad_request("the path and query must not contain control characters")
             .into_response();
     }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared.filter(|&n| n > max_body as u64) {
-        if len <= LINGER_MAX {
-            charter_client::api::discard_body(req.into_body(), LINGER_MAX).await;
-        }
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body of {len} bytes is over the limit of {max_body} bytes"),
-        )
-        .into_response();
+    match charter_client::api::screen_body(req, max_body).await {
+        Ok(req) => next.run(req).await,
+        Err(refused) => ApiError::new(refused.status(), refused.message(max_body)).into_response(),
     }
-    next.run(req).await
 }
 
 impl From<StoreError> for ApiError {

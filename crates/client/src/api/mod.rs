@@ -183,46 +183,118 @@ pub(crate) fn require(
         .map_err(|d| dialect.denied(d, permission))
 }
 
-/// The most of an over-long body read and dropped before answering 413.
-const LINGER_MAX: u64 = 4 * 1024 * 1024;
-
-/// Middleware on the routes that read a body: a declared `Content-Length`
-/// over [`MAX_BODY_BYTES`] gets 413 after the body is read and dropped (up
-/// to 4 MiB, for at most 2 s). Answering with the body unread would close
-/// the connection under a client still sending, which then sees a reset
-/// instead of the 413, and a keep-alive client loses its next request.
+/// Middleware on the routes that read a body: one over [`MAX_BODY_BYTES`]
+/// gets 413 (see [`screen_body`]).
 pub(crate) async fn refuse_oversized(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    match screen_body(req, MAX_BODY_BYTES).await {
+        Ok(req) => next.run(req).await,
+        Err(refused) => {
+            ApiError::new(refused.status(), refused.message(MAX_BODY_BYTES)).into_response()
+        }
+    }
+}
+
+/// Why [`screen_body`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRefused {
+    /// Over the limit; the declared length, when there was one.
+    TooLarge(Option<u64>),
+    /// A chunked body that did not arrive within 30 s.
+    TooSlow,
+}
+
+impl BodyRefused {
+    pub fn status(self) -> StatusCode {
+        match self {
+            BodyRefused::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyRefused::TooSlow => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    pub fn message(self, limit: usize) -> String {
+        match self {
+            BodyRefused::TooLarge(Some(len)) => {
+                format!("request body of {len} bytes is over the limit of {limit} bytes")
+            }
+            BodyRefused::TooLarge(None) => {
+                format!("request body is over the limit of {limit} bytes")
+            }
+            BodyRefused::TooSlow => "request body did not arrive in time".into(),
+        }
+    }
+}
+
+/// Screens a request's body against `limit` bytes before a handler reads
+/// it. A body over the limit is read and dropped, keeping none of it (up to
+/// 4 MiB, for at most 2 s), before the refusal: answering with it unread
+/// would close the connection under a client still sending, which would
+/// then see a reset instead of the 413, and a keep-alive client would lose
+/// its next request. A declared `Content-Length` is judged at once; a
+/// chunked body is read into memory up to the limit and handed on whole.
+pub async fn screen_body(
+    req: axum::extract::Request,
+    limit: usize,
+) -> Result<axum::extract::Request, BodyRefused> {
+    let limit = limit as u64;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) {
-        if len <= LINGER_MAX {
-            discard_body(req.into_body(), LINGER_MAX).await;
+    if let Some(len) = declared {
+        if len > limit {
+            if len <= LINGER_MAX {
+                let mut body = req.into_body();
+                read_body(&mut body, LINGER_MAX, None, LINGER_TIME).await;
+            }
+            return Err(BodyRefused::TooLarge(Some(len)));
         }
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body of {len} bytes is over the limit of {MAX_BODY_BYTES} bytes"),
-        )
-        .into_response();
+        return Ok(req);
     }
-    next.run(req).await
+    if !req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return Ok(req);
+    }
+    let (parts, mut body) = req.into_parts();
+    let mut kept = Vec::new();
+    let (seen, ended) = read_body(
+        &mut body,
+        limit,
+        Some(&mut kept),
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    if ended {
+        return Ok(axum::extract::Request::from_parts(parts, kept.into()));
+    }
+    if seen <= limit {
+        return Err(BodyRefused::TooSlow);
+    }
+    read_body(&mut body, LINGER_MAX, None, LINGER_TIME).await;
+    Err(BodyRefused::TooLarge(None))
 }
 
-/// Reads and drops a request body frame by frame, keeping none of it, up
-/// to `max` bytes and for at most 2 s; true when the body ended. For a
-/// server that refuses a body it has not read: the client, still sending,
-/// then gets the answer rather than a reset connection.
-pub async fn discard_body(body: axum::body::Body, max: u64) -> bool {
+/// The most of an over-long body read and dropped before refusing it.
+const LINGER_MAX: u64 = 4 * 1024 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads `body` frame by frame until it ends, more than `max` bytes have
+/// come, or `time` passes; keeps the data in `keep` when given. The bytes
+/// seen, and whether the body ended within `max`.
+async fn read_body(
+    body: &mut axum::body::Body,
+    max: u64,
+    mut keep: Option<&mut Vec<u8>>,
+    time: std::time::Duration,
+) -> (u64, bool) {
     use axum::body::HttpBody;
-    let mut body = std::pin::pin!(body);
     let mut seen = 0u64;
     let read = async {
-        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
+        {
             let Ok(frame) = frame else {
                 return false;
             };
@@ -231,13 +303,15 @@ pub async fn discard_body(body: axum::body::Body, max: u64) -> bool {
                 if seen > max {
                     return false;
                 }
+                if let Some(k) = keep.as_deref_mut() {
+                    k.extend_from_slice(data);
+                }
             }
         }
         true
     };
-    tokio::time::timeout(std::time::Duration::from_secs(2), read)
-        .await
-        .unwrap_or(false)
+    let ended = tokio::time::timeout(time, read).await.unwrap_or(false);
+    (seen, ended)
 }
 
 /// The body, or a clear 4xx (413 when over [`MAX_BODY_BYTES`]).
