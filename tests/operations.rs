@@ -294,6 +294,28 @@ async fn sigterm_under_load_loses_no_request() {
         })
         .count();
     assert!(with_id > 0, "request log lines carry the request id");
+    // One line per renewal, its access line, naming the token it issued.
+    let renewed: Vec<&serde_json::Value> = logs
+        .iter()
+        .filter(|l| l["span"]["path"] == "/api/tokens/renew" && l["fields"]["status"] == 200)
+        .collect();
+    assert!(!renewed.is_empty(), "renewals were logged");
+    for l in &renewed {
+        assert!(
+            l["span"]["jti"].as_str().is_some_and(|j| j.len() == 36),
+            "{l}"
+        );
+        assert!(
+            l["span"]["lid"].is_string() && l["span"]["instance"].is_string(),
+            "{l}"
+        );
+        let id = &l["span"]["request_id"];
+        let lines = logs
+            .iter()
+            .filter(|m| &m["span"]["request_id"] == id)
+            .count();
+        assert_eq!(lines, 1, "one line for request {id}");
+    }
     assert!(
         logs.iter().any(|l| l["fields"]["message"] == "stopped"),
         "logged a clean stop"

@@ -463,7 +463,12 @@ impl FromRequestParts<AppState> for Principal {
         match identity {
             // A success does not reset the count: one valid credential
             // must not buy unlimited guesses at another.
-            Some(identity) => Ok(Principal { identity, ip }),
+            Some(identity) => {
+                let p = Principal { identity, ip };
+                // The request's access line says who it was.
+                tracing::Span::current().record("by", p.name());
+                Ok(p)
+            }
             None => {
                 state.auth_limiter.failed(key);
                 tracing::info!(client = %key, "authentication failed");

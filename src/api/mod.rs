@@ -198,7 +198,19 @@ pub fn router(state: AppState) -> Router {
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    // Filled in later: `by` once the caller is known,
+                    // `lid`, `instance` and `jti` by the handlers that issue
+                    // a token, so that one access line says it all.
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = %id,
+                        by = tracing::field::Empty,
+                        lid = tracing::field::Empty,
+                        instance = tracing::field::Empty,
+                        jti = tracing::field::Empty,
+                    )
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
