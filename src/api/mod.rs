@@ -143,6 +143,7 @@ fn add_common_errors(api: &mut utoipa::openapi::OpenApi) {
             }
             if op.request_body.is_some() {
                 common.extend([
+                    ("408", "a chunked body did not arrive within 30 s"),
                     ("413", "body larger than max_body_bytes"),
                     ("415", "body is not application/json"),
                 ]);
