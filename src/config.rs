@@ -119,8 +119,8 @@ pub struct Config {
     pub migrate: bool,
     pub shutdown_grace: std::time::Duration,
     pub shutdown_drain: std::time::Duration,
-    pub push: crate::push::PushConfig,
-    pub renew_limits: crate::api::ratelimit::RenewLimits,
+    pub push: PushConfig,
+    pub renew_limits: crate::ratelimit::RenewLimits,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -201,7 +201,7 @@ impl Config {
             bail!("admin_password must have at least 8 characters");
         }
         let secs = std::time::Duration::from_secs;
-        let push = crate::push::PushConfig {
+        let push = PushConfig {
             interval: secs(a.push_interval_secs.unwrap_or(5)),
             concurrency: a.push_concurrency.unwrap_or(32),
             timeout: secs(a.push_timeout_secs.unwrap_or(10)),
@@ -223,8 +223,8 @@ impl Config {
         if push.timeout.is_zero() || push.lease <= push.timeout {
             bail!("push_timeout_secs must be at least 1 and push_lease_secs longer than it");
         }
-        let defaults = crate::api::ratelimit::RenewLimits::default();
-        let renew_limits = crate::api::ratelimit::RenewLimits {
+        let defaults = crate::ratelimit::RenewLimits::default();
+        let renew_limits = crate::ratelimit::RenewLimits {
             per_license: a.renew_limit_per_license.unwrap_or(defaults.per_license),
             per_address: a.renew_limit_per_address.unwrap_or(defaults.per_address),
             window: secs(
@@ -277,6 +277,22 @@ fn parse_proxies(list: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
                 })
         })
         .collect()
+}
+
+/// Settings of the push job.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// How often the job runs; zero disables it.
+    pub interval: std::time::Duration,
+    pub concurrency: usize,
+    pub timeout: std::time::Duration,
+    pub lease: std::time::Duration,
+    pub backoff_base: std::time::Duration,
+    pub backoff_max: std::time::Duration,
+    /// Refuse to deliver to loopback, private and link-local addresses.
+    pub refuse_private: bool,
+    /// Instances claimed per database round trip.
+    pub batch: i64,
 }
 
 #[cfg(test)]

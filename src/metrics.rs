@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header::CONTENT_TYPE};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::api::AppState;
+use crate::db::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -169,8 +168,8 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read from the store now.
-    pub async fn render(&self, state: &AppState) -> Result<String, std::fmt::Error> {
-        if let Ok(expiries) = state.store.license_expiries().await {
+    pub async fn render(&self, store: &dyn Store) -> Result<String, std::fmt::Error> {
+        if let Ok(expiries) = store.license_expiries().await {
             self.license_expiry.clear();
             let now = charter_token::now();
             for (lid, expires_at) in expiries {
@@ -179,11 +178,11 @@ impl Metrics {
                     .set(expires_at - now);
             }
         }
-        if let Ok((backoff, at_risk)) = state.store.count_push_backoff().await {
+        if let Ok((backoff, at_risk)) = store.count_push_backoff().await {
             self.push_backoff.set(backoff);
             self.push_at_risk.set(at_risk);
         }
-        let pool = state.store.pool_status();
+        let pool = store.pool_status();
         for (name, value) in [
             ("size", pool.size),
             ("available", pool.available),
@@ -196,23 +195,6 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
-    }
-}
-
-/// `GET /metrics`.
-pub async fn handler(State(state): State<AppState>) -> Response {
-    match state.metrics.render(&state).await {
-        Ok(text) => (
-            [(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => crate::api::ApiError::internal(e).into_response(),
     }
 }
 

@@ -1,49 +1,28 @@
-//! Renewal push: a scheduled job claims instances whose renewal is due,
-//! issues each a fresh token (reason `push`) and delivers it in the
-//! instance's dialect; revocations are delivered the same way. Claims are
-//! leases in the database, so several replicas never push the same renewal
-//! and a replica that dies mid-push loses nothing: its lease expires and
-//! another one delivers. A token issued but not confirmed delivered is
-//! redelivered as is, not reissued.
+//! Renewal push, the delivery side: the HTTP client that pushes a token (or
+//! a removal) to an instance in its dialect, the address filter, and the
+//! backoff. What is pushed, when, and what is recorded is the use case in
+//! [`crate::licensing::push`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use charter_token::{DAY, now};
 use reqwest::Method;
 use serde_json::json;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
-use crate::api::AppState;
-use crate::db::PushJob;
-use crate::domain::{Dialect, Instance, License, TokenReason, check_renewable};
-use crate::issuance;
+pub use crate::config::PushConfig;
+use crate::domain::Dialect;
 use crate::sealed::Credentials;
-
-/// Settings of the push job.
-#[derive(Debug, Clone)]
-pub struct PushConfig {
-    /// How often the job runs; zero disables it.
-    pub interval: Duration,
-    pub concurrency: usize,
-    pub timeout: Duration,
-    pub lease: Duration,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-    /// Refuse to deliver to loopback, private and link-local addresses.
-    pub refuse_private: bool,
-    /// Instances claimed per database round trip.
-    pub batch: i64,
-}
 
 /// The pusher's own state: its HTTP client, its lease owner id, and a lock
 /// so that runs of one process do not overlap.
 pub struct Pusher {
     pub config: PushConfig,
-    http: reqwest::Client,
-    owner: String,
-    running: Mutex<()>,
+    pub(crate) http: reqwest::Client,
+    /// This process's name on the leases it takes.
+    pub(crate) owner: String,
+    /// Held by a run, so that runs of one process do not overlap.
+    pub(crate) running: Mutex<()>,
 }
 
 /// What one run did.
@@ -77,216 +56,6 @@ impl Pusher {
     }
 }
 
-/// Claims and processes every due instance, a batch at a time. Returns at
-/// once when another run of this process is in progress.
-pub async fn run_once(state: &AppState) -> anyhow::Result<RunStats> {
-    let pusher = state.pusher.clone();
-    let Ok(_guard) = pusher.running.try_lock() else {
-        return Ok(RunStats::default());
-    };
-    let mut stats = RunStats::default();
-    let permits = Arc::new(Semaphore::new(pusher.config.concurrency.max(1)));
-    loop {
-        let t = now();
-        let lease_until = t + pusher.config.lease.as_secs() as i64;
-        let jobs = state
-            .store
-            .claim_pushes(&pusher.owner, t, lease_until, pusher.config.batch)
-            .await?;
-        if jobs.is_empty() {
-            break;
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        for job in jobs {
-            let (state, permits) = (state.clone(), permits.clone());
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                process(&state, job).await
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(true) => stats.delivered += 1,
-                Ok(false) => stats.failed += 1,
-                Err(e) => {
-                    tracing::error!(error = %e, "push task panicked");
-                    stats.failed += 1;
-                }
-            }
-        }
-    }
-    if stats != RunStats::default() {
-        tracing::info!(
-            delivered = stats.delivered,
-            failed = stats.failed,
-            "push run"
-        );
-    }
-    Ok(stats)
-}
-
-/// Pushes one instance now, due or not (`POST .../push`). `None` when
-/// another run holds it or its license cannot be pushed.
-pub async fn push_now(state: &AppState, lid: &str, id: &str) -> anyhow::Result<Option<bool>> {
-    let t = now();
-    let lease_until = t + state.pusher.config.lease.as_secs() as i64;
-    match state
-        .store
-        .claim_push(lid, id, &state.pusher.owner, t, lease_until)
-        .await?
-    {
-        Some(job) => Ok(Some(process(state, job).await)),
-        None => Ok(None),
-    }
-}
-
-/// Delivers one claimed instance's token (or removal) and records the
-/// outcome. True when delivered.
-async fn process(state: &AppState, job: PushJob) -> bool {
-    let mut i = job.instance;
-    let dialect = i.dialect.as_str();
-    let t = now();
-    // Read once: the delivery needs the terms, a failure the warning window.
-    let license = state.store.get_license(&i.lid).await;
-    let outcome = match &license {
-        Ok(l) => deliver_job(state, &mut i, l.as_ref(), job.credentials.as_deref(), t).await,
-        Err(e) => Err(e.to_string()),
-    };
-    let delivered = outcome.is_ok();
-    state
-        .metrics
-        .pushes
-        .get_or_create(&crate::metrics::PushLabels {
-            dialect: dialect.into(),
-            outcome: if delivered { "delivered" } else { "failed" }.into(),
-        })
-        .inc();
-    if let Err(e) = outcome {
-        i.push_attempts += 1;
-        i.push_last_error = Some(e.clone());
-        i.push_next_at = Some(t + backoff(&state.pusher.config, i.push_attempts));
-        let warn_days = match &license {
-            Ok(Some(l)) => l.terms.tok_exp_warn_days,
-            _ => 0,
-        };
-        // At risk: the token the instance holds expires within the warning window.
-        i.push_at_risk = i
-            .token_expires_at
-            .is_none_or(|exp| t >= exp - warn_days * DAY);
-        if i.push_at_risk {
-            tracing::warn!(lid = %i.lid, instance = %i.url, attempts = i.push_attempts, error = %e,
-                "pushes are failing and the instance's token expires soon");
-        } else {
-            tracing::info!(lid = %i.lid, instance = %i.url, attempts = i.push_attempts, error = %e, "push failed; will retry");
-        }
-    }
-    match state.store.finish_push(&i, &state.pusher.owner).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(instance = %i.url, "push lease lost before the outcome was recorded")
-        }
-        Err(e) => tracing::warn!(instance = %i.url, error = %e, "cannot record the push outcome"),
-    }
-    delivered
-}
-
-/// The delivery itself; on success `i` holds the new push state.
-async fn deliver_job(
-    state: &AppState,
-    i: &mut Instance,
-    license: Option<&License>,
-    sealed: Option<&str>,
-    t: i64,
-) -> Result<(), String> {
-    let credentials = match sealed {
-        None => None,
-        Some(s) => {
-            let sealer = state
-                .sealer
-                .as_ref()
-                .ok_or("no credentials.key to decrypt the credentials")?;
-            Some(sealer.open(s).map_err(|e| e.to_string())?)
-        }
-    };
-    if !url_allowed(&i.url, state.pusher.config.refuse_private) {
-        return Err("refused: the instance URL is a private or loopback address".into());
-    }
-    let http = &state.pusher.http;
-    if i.removal_pending {
-        send_removal(http, i.dialect, &i.url, credentials.as_ref()).await?;
-        i.removal_pending = false;
-        i.push_next_at = None;
-        tracing::info!(lid = %i.lid, instance = %i.url, "revocation delivered");
-    } else {
-        let license = license.ok_or("license is gone")?;
-        check_renewable(license, t).map_err(|e| e.to_string())?;
-        // Redeliver a token issued for an earlier attempt, if still good.
-        let pending = match &i.push_pending_jti {
-            Some(jti) => state
-                .store
-                .get_token(jti)
-                .await
-                .map_err(|e| e.to_string())?,
-            None => None,
-        };
-        let (token, iat, exp) = match pending.filter(|p| p.exp > t + 60) {
-            Some(p) => (p.token, p.iat, p.exp),
-            None => {
-                let account = state
-                    .store
-                    .get_account(&license.account_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("account is gone")?;
-                let req = issuance::Request {
-                    license,
-                    account: &account,
-                    instance: i.clone(),
-                    bind: false,
-                    reason: TokenReason::Push,
-                    renewed_from: None,
-                    usage: None,
-                };
-                let event = crate::domain::AuditEvent {
-                    id: 0,
-                    at: t,
-                    actor_kind: crate::domain::ActorKind::System,
-                    actor: "push".into(),
-                    action: "token.push".into(),
-                    target_type: "token".into(),
-                    target_id: String::new(),
-                    ip: None,
-                    detail: Some(json!({"lid": i.lid, "instance": i.url})),
-                };
-                let (token, claims) = issuance::issue_audited(
-                    &*state.store,
-                    &state.keys,
-                    &state.config.public_url,
-                    req,
-                    t,
-                    Some(event),
-                )
-                .await
-                .map_err(|e| format!("cannot issue: {e:?}"))?;
-                state.metrics.token_issued("push");
-                i.last_jti = Some(claims.jti.clone());
-                i.push_pending_jti = Some(claims.jti);
-                (token, claims.iat, claims.exp)
-            }
-        };
-        send_token(http, i.dialect, &i.url, &token, credentials.as_ref()).await?;
-        i.push_pending_jti = None;
-        i.token_expires_at = Some(exp);
-        i.push_next_at = Some(iat + license.terms.update_days * DAY);
-        tracing::info!(lid = %i.lid, instance = %i.url, "token pushed");
-    }
-    i.push_attempts = 0;
-    i.push_last_error = None;
-    i.push_last_ok_at = Some(t);
-    i.push_at_risk = false;
-    Ok(())
-}
-
 fn authorize(req: reqwest::RequestBuilder, c: Option<&Credentials>) -> reqwest::RequestBuilder {
     match c {
         Some(Credentials::Basic { username, password }) => req.basic_auth(username, Some(password)),
@@ -295,7 +64,7 @@ fn authorize(req: reqwest::RequestBuilder, c: Option<&Credentials>) -> reqwest::
     }
 }
 
-async fn send_token(
+pub(crate) async fn send_token(
     http: &reqwest::Client,
     d: Dialect,
     url: &str,
@@ -317,7 +86,7 @@ async fn send_token(
     send(authorize(req, c)).await
 }
 
-async fn send_removal(
+pub(crate) async fn send_removal(
     http: &reqwest::Client,
     d: Dialect,
     url: &str,
@@ -440,6 +209,8 @@ pub fn url_allowed(url: &str, refuse_private: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn cfg() -> PushConfig {

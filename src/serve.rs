@@ -206,7 +206,7 @@ async fn start_push_job(
         .add(Job::new_repeated_async(interval, move |_id, _lock| {
             let state = job_state.clone();
             Box::pin(async move {
-                if let Err(e) = crate::push::run_once(&state).await {
+                if let Err(e) = crate::licensing::push::run_once(&state).await {
                     tracing::warn!(error = %e, "push run failed");
                 }
             })
@@ -242,18 +242,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let sealer = crate::sealed::Sealer::load_or_create(&config.keys_dir)?.map(Arc::new);
     let pusher = Arc::new(crate::push::Pusher::new(config.push.clone())?);
-    let renew_limiter = Arc::new(api::ratelimit::RenewLimiter::new(config.renew_limits));
+    let renew_limiter = Arc::new(crate::ratelimit::RenewLimiter::new(config.renew_limits));
     let state = AppState {
-        pusher,
-        sealer,
-        store,
-        keys: Arc::new(keys),
-        config: Arc::new(config),
+        core: crate::licensing::Licensing {
+            pusher,
+            sealer,
+            store,
+            keys: Arc::new(keys),
+            config: Arc::new(config),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            renew_limiter,
+            locks: Default::default(),
+        },
         admin: Arc::new(admin),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         auth_limiter: Arc::new(AuthLimiter::default()),
-        renew_limiter,
     };
     let app = api::router(state.clone());
     let (stop, mut stopped) = watch::channel(false);

@@ -299,7 +299,12 @@ async fn grace_window(backend: Backend) {
         .expect("license");
     l.starts_at = t - 100 * DAY;
     l.expires_at = t - DAY;
-    app.state().store.update_license(&l).await.expect("store");
+    let event = charter::licensing::Actor::system("test").event("license.update", "license", lid);
+    app.state()
+        .store
+        .update_license_terms(&l, l.version, &event)
+        .await
+        .expect("store");
     let (s, body) = app
         .renew(issued["token"].as_str().expect("token"), None)
         .await;

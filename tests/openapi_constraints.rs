@@ -19,7 +19,12 @@ fn allows(schema: &Value, v: &str) -> bool {
 }
 
 fn property<'a>(doc: &'a Value, schema: &str, field: &str) -> &'a Value {
-    let p = &doc["components"]["schemas"][schema]["properties"][field];
+    let mut p = &doc["components"]["schemas"][schema]["properties"][field];
+    // A value type (`Slug`, `Text`) states its rule once, as a component.
+    if let Some(r) = p["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        p = &doc["components"]["schemas"][name];
+    }
     assert!(p.is_object(), "{schema}.{field} is not in the document");
     assert!(
         p.get("pattern").is_some() || p.get("maxLength").is_some(),

@@ -71,7 +71,7 @@ async fn push_instance(app: &TestApp, status: u16) -> (String, String, Got) {
 }
 
 async fn run(app: &TestApp) -> charter::push::RunStats {
-    charter::push::run_once(app.state())
+    charter::licensing::push::run_once(app.state())
         .await
         .expect("push run")
 }

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::audit;
 use super::auth::{Action, Principal};
 use super::extract::{Json, Path, Query};
 use super::serviceaccounts::{Message, parse_id};
@@ -88,12 +87,11 @@ async fn delete_key(
 ) -> ApiResult<Json<Message>> {
     p.require(Action::ApiKeysDelete)?;
     let id = parse_id("id", &id)?;
-    if !state.store.delete_sa_token(None, id).await? {
-        return Err(ApiError::not_found(format!("API key {id} not found")));
-    }
     let mut event = p.event("apikey.delete", "apikey", id.to_string());
     event.detail = Some(json!({"via": "/api/auth/keys"}));
-    audit::record(&state, event).await;
+    if !state.store.delete_sa_token(None, id, &event).await? {
+        return Err(ApiError::not_found(format!("API key {id} not found")));
+    }
     tracing::info!(key = id, by = p.name(), "API key deleted");
     Ok(Json(Message {
         message: "API key deleted".into(),

@@ -1,5 +1,6 @@
-//! The audit trail: [`record`] writes an event for a change, `GET /api/audit`
-//! lists them, filtered and a page at a time.
+//! The audit trail: `GET /api/audit` lists the events, filtered and a page
+//! at a time. Each change writes its own event in its transaction (see
+//! `crate::db`).
 
 use axum::extract::State;
 use serde::Deserialize;
@@ -12,14 +13,6 @@ use crate::domain::{AuditEvent, AuditFilter, rfc3339};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit))
-}
-
-/// Writes an audit event for a change already made. The change stands even
-/// if this fails (it is logged), since the caller's request succeeded.
-pub async fn record(state: &AppState, event: AuditEvent) {
-    if let Err(e) = state.store.insert_audit(&event).await {
-        tracing::error!(error = %e, action = %event.action, target = %event.target_id, "cannot write audit event");
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

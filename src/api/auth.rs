@@ -114,6 +114,15 @@ impl Principal {
         }
     }
 
+    /// The caller as the use cases name it in audit events.
+    pub fn actor(&self) -> crate::licensing::Actor {
+        crate::licensing::Actor {
+            kind: self.kind(),
+            name: self.name().to_string(),
+            ip: self.ip.map(|ip| ip.to_string()),
+        }
+    }
+
     /// An audit event for `action` done by this caller to `target_type` `target_id`.
     pub fn event(
         &self,
@@ -226,6 +235,11 @@ pub struct AdminAuth {
 }
 
 impl AdminAuth {
+    /// The admin's user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     pub fn new(user: String, hash: String) -> Self {
         AdminAuth {
             user,
@@ -437,6 +451,44 @@ async fn authenticate(
     }
 }
 
+/// Audits a failed authentication: which account it tried and from where.
+/// Only the configured admin user is named: any other text in the user
+/// field may be a password typed in the wrong box, so it is never kept;
+/// neither is a bearer token.
+async fn record_failure(state: &AppState, header: &str, ip: Option<IpAddr>) {
+    let (kind, claimed) = match header.split_once(' ') {
+        Some((scheme, value)) if scheme.eq_ignore_ascii_case("basic") => {
+            let user = base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.split_once(':').map(|(u, _)| u.to_string()))
+                .unwrap_or_default();
+            let named = if user == state.admin.user() {
+                user
+            } else {
+                "unknown user".to_string()
+            };
+            (ActorKind::Admin, named)
+        }
+        _ => (ActorKind::ServiceAccount, "bearer token".to_string()),
+    };
+    let event = AuditEvent {
+        id: 0,
+        at: charter_token::now(),
+        actor_kind: kind,
+        actor: claimed,
+        action: "auth.failed".into(),
+        target_type: "auth".into(),
+        target_id: String::new(),
+        ip: ip.map(|ip| ip.to_string()),
+        detail: None,
+    };
+    if let Err(e) = state.store.insert_audit(&event).await {
+        tracing::warn!(error = %e, "cannot audit a failed authentication");
+    }
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -472,6 +524,7 @@ impl FromRequestParts<AppState> for Principal {
             None => {
                 state.auth_limiter.failed(key);
                 tracing::info!(client = %key, "authentication failed");
+                record_failure(state, header, ip).await;
                 Err(unauthorized())
             }
         }

@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use charter_token::ErrorBody;
 
 use crate::db::StoreError;
+use crate::licensing;
+use crate::licensing::tokens::RenewError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -146,7 +148,13 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => ApiError::conflict(m),
-            e @ StoreError::InstanceLimit { .. } => ApiError::conflict(e.to_string()),
+            StoreError::NotFound(m) => ApiError::not_found(m),
+            e @ (StoreError::InstanceLimit { .. } | StoreError::NotActive { .. }) => {
+                ApiError::conflict(e.to_string())
+            }
+            e @ StoreError::Stale(_) => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, e.to_string())
+            }
             StoreError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 ApiError::new(
@@ -155,6 +163,45 @@ impl From<StoreError> for ApiError {
                 )
             }
             StoreError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+/// The one place where a use case's answer becomes a status.
+impl From<licensing::Error> for ApiError {
+    fn from(e: licensing::Error) -> Self {
+        use licensing::Error as E;
+        match e {
+            e @ E::Invalid { .. } => ApiError::bad_request(e.to_string()),
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Conflict(m) => ApiError::conflict(m),
+            E::Unprocessable(m) => ApiError::unprocessable(m),
+            e @ E::Stale(_) => ApiError::new(StatusCode::PRECONDITION_FAILED, e.to_string()),
+            E::Store(e) => e.into(),
+            e @ E::Sign(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<RenewError> for ApiError {
+    fn from(e: RenewError) -> Self {
+        match e {
+            RenewError::RateLimited { retry_after, .. } => {
+                let mut a = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+                a.retry_after = Some(retry_after);
+                a
+            }
+            RenewError::NoToken => {
+                let mut a = ApiError::unauthorized(e.to_string());
+                a.challenge = Some("Bearer");
+                a
+            }
+            RenewError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
+            RenewError::Unauthorized { message, .. } => ApiError::unauthorized(message),
+            RenewError::Forbidden { message, .. } => ApiError::forbidden(message),
+            RenewError::NotBound(m) => ApiError::unprocessable(m),
+            e @ RenewError::BadRequest { .. } => ApiError::bad_request(e.to_string()),
+            RenewError::Failed(e) => e.into(),
         }
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use charter_token::Keyring;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -15,8 +14,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::Config;
-use crate::db::Store;
+use crate::licensing::Licensing;
 
 pub mod accounts;
 pub mod apikeys;
@@ -27,8 +25,8 @@ pub mod extract;
 pub mod instances;
 pub mod licenses;
 pub mod meta;
+pub mod precondition;
 pub mod products;
-pub mod ratelimit;
 pub mod serviceaccounts;
 pub mod tokens;
 
@@ -37,23 +35,24 @@ pub use error::{ApiError, ApiResult};
 /// The header carrying each request's id (kept when the client sends one).
 pub const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs; cheap to clone. The use cases' context
+/// ([`Licensing`]) is reached through `Deref` (`state.store`, `state.keys`,
+/// ...); what only HTTP needs sits beside it.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub keys: Arc<Keyring>,
-    pub config: Arc<Config>,
+    pub core: Licensing,
     pub admin: Arc<auth::AdminAuth>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub pusher: Arc<crate::push::Pusher>,
-    /// Encrypts push credentials; `None` when the keys directory has no key for it.
-    pub sealer: Option<Arc<crate::sealed::Sealer>>,
     /// Set on SIGTERM while draining: health answers 503.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Failed authentications per client address.
     pub auth_limiter: Arc<auth::AuthLimiter>,
-    /// Renewals per license and per client address.
-    pub renew_limiter: Arc<ratelimit::RenewLimiter>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Licensing;
+    fn deref(&self) -> &Licensing {
+        &self.core
+    }
 }
 
 #[derive(OpenApi)]
@@ -173,7 +172,7 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(api.as_ref().clone()) }
             }),
         )
-        .route("/metrics", axum::routing::get(crate::metrics::handler))
+        .route("/metrics", axum::routing::get(meta::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::audit;
 use super::auth::{self, Action, Principal};
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, check_text};
+use crate::db::{NewSaToken, NewServiceAccount as NewSa};
 use crate::domain::{Page, Role, SaToken, ServiceAccount, rfc3339};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -224,14 +224,19 @@ async fn create_service_account(
     check_text("name", &body.name, 190)?;
     let role = body.role.as_deref().map_or(Ok(Role::Viewer), parse_role)?;
     let name = body.name.trim();
-    let sa = state
-        .store
-        .insert_service_account(name, &login_for(name), role, body.is_disabled, now())
-        .await?;
-    let mut event = p.event("serviceaccount.create", "serviceaccount", sa.id.to_string());
+    let login = login_for(name);
+    // The store fills in the new id as the event's target.
+    let mut event = p.event("serviceaccount.create", "serviceaccount", "");
     event.detail =
-        Some(json!({"login": sa.login, "role": role.as_str(), "isDisabled": sa.is_disabled}));
-    audit::record(&state, event).await;
+        Some(json!({"login": login, "role": role.as_str(), "isDisabled": body.is_disabled}));
+    let new = NewSa {
+        name,
+        login: &login,
+        role,
+        is_disabled: body.is_disabled,
+        now: now(),
+    };
+    let sa = state.store.insert_service_account(new, &event).await?;
     tracing::info!(service_account = %sa.login, role = role.as_str(), by = p.name(), "service account created");
     Ok((StatusCode::CREATED, Json(sa.into())))
 }
@@ -310,11 +315,10 @@ async fn update_service_account(
         sa.is_disabled = d;
     }
     sa.updated_at = now();
-    state.store.update_service_account(&sa).await?;
     let mut event = p.event("serviceaccount.update", "serviceaccount", sa.id.to_string());
     event.detail =
         Some(json!({"login": sa.login, "role": sa.role.as_str(), "isDisabled": sa.is_disabled}));
-    audit::record(&state, event).await;
+    state.store.update_service_account(&sa, &event).await?;
     let dto = ServiceAccountDto::from(sa);
     Ok(Json(json!({
         "id": dto.id,
@@ -335,15 +339,14 @@ async fn delete_service_account(
 ) -> ApiResult<Json<Message>> {
     p.require(Action::ServiceAccountsDelete)?;
     let sa = load(&state, &id).await?;
-    if !state.store.delete_service_account(sa.id).await? {
+    let mut event = p.event("serviceaccount.delete", "serviceaccount", sa.id.to_string());
+    event.detail = Some(json!({"login": sa.login}));
+    if !state.store.delete_service_account(sa.id, &event).await? {
         return Err(ApiError::not_found(format!(
             "service account {} not found",
             sa.id
         )));
     }
-    let mut event = p.event("serviceaccount.delete", "serviceaccount", sa.id.to_string());
-    event.detail = Some(json!({"login": sa.login}));
-    audit::record(&state, event).await;
     tracing::info!(service_account = %sa.login, by = p.name(), "service account deleted");
     Ok(Json(Message {
         message: "Service account deleted".into(),
@@ -395,18 +398,18 @@ async fn create_token(
     let t = now();
     let expires_at = (ttl > 0).then(|| t + ttl);
     let (key, hash) = auth::new_sa_token()?;
-    let token = state
-        .store
-        .insert_sa_token(sa.id, body.name.trim(), &hash, t, expires_at)
-        .await?;
-    let mut event = p.event(
-        "serviceaccount.token.create",
-        "serviceaccount_token",
-        token.id.to_string(),
-    );
-    event.detail =
-        Some(json!({"serviceAccountId": sa.id, "name": token.name, "secondsToLive": ttl}));
-    audit::record(&state, event).await;
+    let name = body.name.trim();
+    // The store fills in the new token's id as the event's target.
+    let mut event = p.event("serviceaccount.token.create", "serviceaccount_token", "");
+    event.detail = Some(json!({"serviceAccountId": sa.id, "name": name, "secondsToLive": ttl}));
+    let new = NewSaToken {
+        service_account_id: sa.id,
+        name,
+        hash: &hash,
+        now: t,
+        expires_at,
+    };
+    let token = state.store.insert_sa_token(new, &event).await?;
     tracing::info!(service_account = %sa.login, token = token.id, by = p.name(), "service account token created");
     Ok(Json(CreatedToken {
         id: token.id,
@@ -427,19 +430,22 @@ async fn delete_token(
     p.require(Action::ServiceAccountsWrite)?;
     let sa = load(&state, &id).await?;
     let token_id = parse_id("tokenId", &token_id)?;
-    if !state.store.delete_sa_token(Some(sa.id), token_id).await? {
-        return Err(ApiError::not_found(format!(
-            "token {token_id} of service account {} not found",
-            sa.id
-        )));
-    }
     let mut event = p.event(
         "serviceaccount.token.delete",
         "serviceaccount_token",
         token_id.to_string(),
     );
     event.detail = Some(json!({"serviceAccountId": sa.id}));
-    audit::record(&state, event).await;
+    if !state
+        .store
+        .delete_sa_token(Some(sa.id), token_id, &event)
+        .await?
+    {
+        return Err(ApiError::not_found(format!(
+            "token {token_id} of service account {} not found",
+            sa.id
+        )));
+    }
     tracing::info!(service_account = %sa.login, token = token_id, by = p.name(), "service account token deleted");
     Ok(Json(Message {
         message: "Service account token deleted".into(),

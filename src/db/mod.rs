@@ -5,12 +5,16 @@
 
 use async_trait::async_trait;
 
+use charter_token::Usage;
+
 use crate::domain::{
-    Account, AuditEvent, AuditFilter, Instance, License, LicenseFilter, Page, Product, Role,
-    SaToken, ServiceAccount, TokenRecord,
+    Account, AuditEvent, AuditFilter, Dialect, Instance, License, LicenseFilter, LicenseStatus,
+    Page, Product, Role, SaToken, ServiceAccount, TokenRecord,
 };
 
 mod postgres;
+pub(crate) mod rows;
+pub(crate) mod sql;
 mod sqlite;
 
 pub use postgres::PgStore;
@@ -25,6 +29,16 @@ pub enum StoreError {
     /// The license already has `max_instances` instances bound.
     #[error("license {lid} already has its {max} instance(s) bound")]
     InstanceLimit { lid: String, max: i64 },
+    /// The row a change names does not exist (the message says which).
+    #[error("{0}")]
+    NotFound(String),
+    /// The row changed since the version the change was computed from.
+    #[error("the {0} changed since it was read")]
+    Stale(&'static str),
+    /// The license is not active (suspended or revoked), so no token may
+    /// be recorded for it and a revoked one cannot change.
+    #[error("license {lid} is {status}")]
+    NotActive { lid: String, status: LicenseStatus },
     /// The database cannot be reached; worth a retry.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -34,16 +48,30 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A token to record, with the instance it goes to, in one transaction.
+/// Where an issued token goes.
+#[derive(Debug, Clone)]
+pub enum Recipient {
+    /// A new instance, inserted with the token (counting against the
+    /// license's `max_instances`, read in the same transaction).
+    Bind(Box<Instance>),
+    /// A bound instance, by id.
+    Bound { id: String },
+}
+
+/// A token to record, in one transaction with the instance columns an
+/// issuance owns (last token, next renewal, token expiry or the pending
+/// push, usage) and its audit event. The license must be active in that
+/// transaction ([`StoreError::NotActive`] otherwise); a bound instance must
+/// still exist ([`StoreError::NotFound`]).
 #[derive(Debug, Clone)]
 pub struct Issuance {
     pub token: TokenRecord,
-    /// The instance with its new state (last token, next renewal, usage).
-    /// Inserted when `bind` is set (counting against `max_instances`),
-    /// updated otherwise.
-    pub instance: Instance,
-    pub bind: bool,
-    pub max_instances: i64,
+    pub to: Recipient,
+    /// `iat + update_days`: when the instance is next due, and when a
+    /// push-enabled instance is next pushed (unless a removal is pending).
+    pub next_renewal_at: i64,
+    /// A usage report that came with a renewal.
+    pub usage: Option<Usage>,
     /// For a renewal: if a token renewed from the same old token was
     /// recorded at or after this time, record nothing and return that one.
     pub idempotent_since: Option<i64>,
@@ -64,12 +92,69 @@ pub struct PushJob {
     pub credentials: Option<String>,
 }
 
-/// Which instances a push run may claim (both stores; `?1`/`$1` is now).
-/// PostgreSQL's `claim_pushes` spells the same condition per row: keep in step.
-pub(crate) const PUSH_DUE: &str = "i.push_enabled AND i.push_next_at IS NOT NULL AND i.push_next_at <= {now} \
-    AND (i.lease_until IS NULL OR i.lease_until <= {now}) \
-    AND ((l.status = 'active' AND l.expires_at > {now} AND NOT i.removal_pending) \
-         OR (l.status = 'revoked' AND i.removal_pending))";
+/// What a push run writes when it is done with an instance: only the push
+/// columns, and only while its lease holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushOutcome {
+    pub push_next_at: Option<i64>,
+    pub push_attempts: i64,
+    pub push_last_error: Option<String>,
+    pub push_last_ok_at: Option<i64>,
+    pub push_at_risk: bool,
+    pub removal_pending: bool,
+    pub push_pending_jti: Option<String>,
+    pub token_expires_at: Option<i64>,
+}
+
+/// How an instance is pushed: the columns `PATCH .../instances/{id}` owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSettings {
+    pub dialect: Dialect,
+    pub push_enabled: bool,
+    pub push_next_at: Option<i64>,
+    pub push_attempts: i64,
+    /// `None`: keep the stored credentials; `Some(None)`: clear them;
+    /// `Some(Some(sealed))`: replace them.
+    pub credentials: Option<Option<String>>,
+}
+
+/// What [`Store::transition_license`] did.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// The status changed (and for a revocation, `removals` instances got a
+    /// removal to deliver); the audit event was written.
+    Changed { license: License, removals: u64 },
+    /// The license already had that status; nothing was written.
+    Unchanged(License),
+}
+
+/// `audit` with `detail.status` (old and new) and, for a revocation,
+/// `detail.removals`: what [`Store::transition_license`] writes, the same on
+/// both stores. A detail that is not an object is kept under `detail.detail`.
+pub(crate) fn with_transition(
+    audit: &AuditEvent,
+    old: LicenseStatus,
+    new: LicenseStatus,
+    removals: Option<u64>,
+) -> AuditEvent {
+    use serde_json::{Map, Value};
+    let mut detail = match &audit.detail {
+        Some(Value::Object(m)) => m.clone(),
+        None | Some(Value::Null) => Map::new(),
+        Some(other) => Map::from_iter([("detail".to_string(), other.clone())]),
+    };
+    detail.insert(
+        "status".into(),
+        serde_json::json!({ "old": old.as_str(), "new": new.as_str() }),
+    );
+    if let Some(n) = removals {
+        detail.insert("removals".into(), n.into());
+    }
+    AuditEvent {
+        detail: Some(Value::Object(detail)),
+        ..audit.clone()
+    }
+}
 
 /// See [`Store::issuance_context`].
 #[derive(Debug, Clone)]
@@ -87,6 +172,11 @@ pub struct PoolStatus {
     pub waiting: i64,
 }
 
+/// The issuer's storage. Every change is one operation named for what it
+/// does: it writes only the columns it owns, in one transaction together
+/// with its audit event. Updates of rows that several writers touch are
+/// conditional on the `version` they were computed from
+/// ([`StoreError::Stale`] otherwise), and every write bumps the version.
 #[async_trait]
 pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -94,57 +184,87 @@ pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     /// A round trip to the database.
     async fn health(&self) -> Result<()>;
 
-    async fn insert_product(&self, p: &Product) -> Result<()>;
+    /// Conflict when the slug exists.
+    async fn create_product(&self, p: &Product, audit: &AuditEvent) -> Result<()>;
     async fn get_product(&self, slug: &str) -> Result<Option<Product>>;
     async fn list_products(&self) -> Result<Vec<Product>>;
-    async fn update_product(&self, p: &Product) -> Result<()>;
+    /// Writes `name` and `features` if the row is at `version`; returns the row.
+    async fn update_product(
+        &self,
+        p: &Product,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<Product>;
 
-    async fn insert_account(&self, a: &Account) -> Result<()>;
+    /// Conflict when the slug is taken.
+    async fn create_account(&self, a: &Account, audit: &AuditEvent) -> Result<()>;
     async fn get_account(&self, id: &str) -> Result<Option<Account>>;
     async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)>;
-    async fn update_account(&self, a: &Account) -> Result<()>;
+    /// Writes `company`, `account` and `slug` if the row is at `version`.
+    async fn update_account(
+        &self,
+        a: &Account,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<Account>;
 
-    async fn insert_license(&self, l: &License) -> Result<()>;
+    async fn create_license(&self, l: &License, audit: &AuditEvent) -> Result<()>;
     async fn get_license(&self, lid: &str) -> Result<Option<License>>;
     async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)>;
-    async fn update_license(&self, l: &License) -> Result<()>;
+    /// Writes the terms, dates and `max_instances` (never `status`) if the
+    /// row is at `version` and not revoked ([`StoreError::NotActive`]).
+    async fn update_license_terms(
+        &self,
+        l: &License,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<License>;
+    /// Sets the status to `to` unless it is already `to`; a revoked license
+    /// never changes ([`StoreError::NotActive`]). A revocation queues the
+    /// removals of the push-enabled instances in the same transaction. The
+    /// audit event gets `detail.status` (old and new).
+    async fn transition_license(
+        &self,
+        lid: &str,
+        to: LicenseStatus,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Transition>;
 
-    /// Binds an instance, refusing with [`StoreError::InstanceLimit`] when
-    /// the license has `max_instances` already.
-    async fn bind_instance(&self, i: &Instance, max_instances: i64) -> Result<()>;
+    /// Binds an instance with its sealed push credentials, refusing with
+    /// [`StoreError::InstanceLimit`] when the license has `max_instances`
+    /// already, [`StoreError::NotActive`] when it is revoked, and
+    /// [`StoreError::NotFound`] when it does not exist.
+    async fn bind_instance(
+        &self,
+        i: &Instance,
+        credentials: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<Instance>;
     async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>>;
     async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>>;
     /// What issuing a token for the instance at `url` under license `lid`
     /// reads, in one call: the license (`None`: it does not exist), the
     /// instance if bound, and the license's account.
-    async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>> {
-        let Some(license) = self.get_license(lid).await? else {
-            return Ok(None);
-        };
-        let instance = self.find_instance(lid, url).await?;
-        let account = self.get_account(&license.account_id).await?;
-        Ok(Some(IssuanceContext {
-            license,
-            instance,
-            account,
-        }))
-    }
+    async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>>;
     async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>>;
-    async fn update_instance(&self, i: &Instance) -> Result<()>;
-    /// Unbinds; its tokens stay in the history. False when it did not exist.
-    async fn delete_instance(&self, lid: &str, id: &str) -> Result<bool>;
-
-    /// Records a token and the instance update in one transaction.
-    async fn record_issuance(&self, issuance: &Issuance) -> Result<Recorded> {
-        self.record_issuance_audited(issuance, None).await
-    }
-    /// [`Store::record_issuance`], writing `audit` in the same transaction
-    /// (only when a new token is recorded, not for an idempotent retry).
-    async fn record_issuance_audited(
+    /// Writes the push settings if the row is at `version`.
+    async fn update_push_settings(
         &self,
-        issuance: &Issuance,
-        audit: Option<&AuditEvent>,
-    ) -> Result<Recorded>;
+        lid: &str,
+        id: &str,
+        s: &PushSettings,
+        version: i64,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Instance>;
+    /// Unbinds; its tokens stay in the history. False when it did not
+    /// exist (and no event is written).
+    async fn unbind_instance(&self, lid: &str, id: &str, audit: &AuditEvent) -> Result<bool>;
+
+    /// Records a token as [`Issuance`] says, with `audit` (only when a new
+    /// token is recorded, not for an idempotent retry).
+    async fn record_issuance(&self, issuance: &Issuance, audit: &AuditEvent) -> Result<Recorded>;
     async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)>;
 
     /// Ids of revoked licenses.
@@ -161,7 +281,6 @@ pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
 }
 
-/// Service accounts, their tokens, and the audit trail.
 /// What the push job needs from storage (see `src/push.rs`).
 #[async_trait]
 pub trait PushStore: Send + Sync {
@@ -185,29 +304,26 @@ pub trait PushStore: Send + Sync {
         now: i64,
         lease_until: i64,
     ) -> Result<Option<PushJob>>;
-    /// Writes the push state of `i` and releases its lease, if `owner` still holds it.
-    async fn finish_push(&self, i: &Instance, owner: &str) -> Result<bool>;
-    /// After a revocation: the license's push-enabled instances get a removal to deliver.
-    async fn mark_removals(&self, lid: &str, now: i64) -> Result<u64>;
-    /// Stores (or clears) an instance's encrypted push credentials.
-    async fn set_credentials(&self, lid: &str, id: &str, sealed: Option<&str>) -> Result<()>;
+    /// Writes the outcome of a push and releases the lease, if `owner`
+    /// still holds it (false otherwise, and nothing is written).
+    async fn finish_push(&self, id: &str, owner: &str, outcome: &PushOutcome) -> Result<bool>;
     async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>>;
     /// Instances whose last pushes failed, and of those the ones at risk
     /// (their token expires within the warning window).
     async fn count_push_backoff(&self) -> Result<(i64, i64)>;
 }
 
+/// Service accounts, their tokens, and the audit trail. Each change takes
+/// its audit event and writes it in its transaction; an event whose
+/// `target_id` is empty gets the id of the row the change created.
 #[async_trait]
 pub trait AccessStore: Send + Sync {
     /// Creates a service account (409 [`StoreError::Conflict`] when the name
     /// or login is taken); returns it with its id.
     async fn insert_service_account(
         &self,
-        name: &str,
-        login: &str,
-        role: Role,
-        is_disabled: bool,
-        now: i64,
+        sa: NewServiceAccount<'_>,
+        audit: &AuditEvent,
     ) -> Result<ServiceAccount>;
     async fn get_service_account(&self, id: i64) -> Result<Option<ServiceAccount>>;
     /// Accounts whose name or login contains `query` (case-insensitive), by name.
@@ -216,33 +332,54 @@ pub trait AccessStore: Send + Sync {
         query: &str,
         page: Page,
     ) -> Result<(Vec<ServiceAccount>, i64)>;
-    async fn update_service_account(&self, sa: &ServiceAccount) -> Result<()>;
+    /// Writes name, login, role and `is_disabled`.
+    async fn update_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()>;
     /// Deletes it and its tokens. False when it did not exist.
-    async fn delete_service_account(&self, id: i64) -> Result<bool>;
+    async fn delete_service_account(&self, id: i64, audit: &AuditEvent) -> Result<bool>;
 
     /// Stores a token by the SHA-256 of its secret (409 when the account
     /// already has a token of that name).
-    async fn insert_sa_token(
-        &self,
-        service_account_id: i64,
-        name: &str,
-        hash: &str,
-        now: i64,
-        expires_at: Option<i64>,
-    ) -> Result<SaToken>;
+    async fn insert_sa_token(&self, t: NewSaToken<'_>, audit: &AuditEvent) -> Result<SaToken>;
     async fn list_sa_tokens(&self, service_account_id: i64) -> Result<Vec<SaToken>>;
     /// Deletes a token; of that account when `service_account_id` is given.
     /// False when there was none.
-    async fn delete_sa_token(&self, service_account_id: Option<i64>, id: i64) -> Result<bool>;
+    async fn delete_sa_token(
+        &self,
+        service_account_id: Option<i64>,
+        id: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool>;
     /// The token with this hash and its account, for authentication.
     async fn find_sa_token(&self, hash: &str) -> Result<Option<(SaToken, ServiceAccount)>>;
     /// Every token with its account's role (the legacy API keys view),
     /// expired ones only when `include_expired`.
     async fn list_api_keys(&self, include_expired: bool, now: i64) -> Result<Vec<(SaToken, Role)>>;
 
+    /// An event that is not part of a change (a failed login).
     async fn insert_audit(&self, event: &AuditEvent) -> Result<()>;
     /// Newest first.
     async fn list_audit(&self, f: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)>;
+}
+
+/// A service account to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewServiceAccount<'a> {
+    pub name: &'a str,
+    pub login: &'a str,
+    pub role: Role,
+    pub is_disabled: bool,
+    pub now: i64,
+}
+
+/// A service-account token to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSaToken<'a> {
+    pub service_account_id: i64,
+    pub name: &'a str,
+    /// SHA-256 of the secret, hex.
+    pub hash: &'a str,
+    pub now: i64,
+    pub expires_at: Option<i64>,
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (or a bare path

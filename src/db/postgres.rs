@@ -1,5 +1,8 @@
 //! The PostgreSQL store (`tokio-postgres` + `deadpool-postgres`), for
-//! production and several replicas on one database.
+//! production and several replicas on one database. The SQL both stores
+//! run comes from [`super::sql`] (converted once per statement by [`pg!`]),
+//! rows are read by [`super::rows`]; what is PostgreSQL's own (row locks,
+//! pipelining, the push claim's plan) is here.
 
 use std::time::Duration;
 
@@ -10,12 +13,26 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 
-use super::{Issuance, IssuanceContext, PoolStatus, Recorded, Result, Store, StoreError};
-use crate::domain::AuditEvent;
-use crate::domain::{
-    Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
-    TokenRecord,
+use super::rows::{self, Taken};
+use super::sql;
+use super::{
+    Issuance, IssuanceContext, PoolStatus, PushSettings, Recipient, Recorded, Result, Store,
+    StoreError, Transition,
 };
+use crate::domain::{
+    Account, AuditEvent, Instance, License, LicenseFilter, LicenseStatus, Page, Product,
+    TokenReason, TokenRecord,
+};
+
+/// The text of a statement with PostgreSQL's placeholders ([`sql::pg`]),
+/// built once, on first use: a `&'static str` for `prepare_cached`.
+macro_rules! pg {
+    ($sql:expr) => {{
+        static SQL: ::std::sync::LazyLock<String> =
+            ::std::sync::LazyLock::new(|| $crate::db::sql::pg($sql));
+        SQL.as_str()
+    }};
+}
 
 mod access;
 mod push;
@@ -28,6 +45,9 @@ mod embedded {
 /// Serialises migrations between replicas starting together.
 const MIGRATION_LOCK: i64 = 0x0063_6861_7274_6572; // "charter"
 
+/// A parameter of a statement.
+type Param<'a> = &'a (dyn ToSql + Sync);
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
@@ -38,6 +58,11 @@ impl From<tokio_postgres::Error> for StoreError {
         match e.code() {
             Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
             Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => StoreError::Conflict(e.to_string()),
+            // Raised by the schema's own rules (a revoked license is final).
+            Some(c) if *c == SqlState::INTEGRITY_CONSTRAINT_VIOLATION => StoreError::Conflict(
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string()),
+            ),
             Some(c)
                 if *c == SqlState::ADMIN_SHUTDOWN
                     || *c == SqlState::CANNOT_CONNECT_NOW
@@ -58,116 +83,45 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-fn bad_value(what: &str) -> StoreError {
-    StoreError::Internal(format!("unexpected {what} in the database"))
+// Pipelining. The statements of a group are prepared (cached) first, then
+// run with `tokio::try_join!(biased; ...)`: each is sent when first polled,
+// so in the order written, all in one round trip, and the server runs them
+// in that order, each (READ COMMITTED) with a snapshot taken after the one
+// before finished: a check after a lock sees what the lock waited for.
+// Responses come back in that order too and `biased` polls in it, so the
+// error returned is the first statement's that failed, not the "current
+// transaction is aborted" of the ones after it. Nothing is committed after
+// an error. A change and its audit event go together this way; when the
+// change finds nothing to change, the transaction is dropped (rolled back)
+// with the event.
+
+/// The license row of an issuance or a bind, locked: `FOR UPDATE` when
+/// binding (serialising the room checks), `FOR SHARE` otherwise (a
+/// revocation waits for the issuances in flight, and one after it sees it).
+const LOCK_LICENSE_UPDATE: &str =
+    "SELECT status, max_instances FROM licenses WHERE lid = $1 FOR UPDATE";
+const LOCK_LICENSE_SHARE: &str =
+    "SELECT status, max_instances FROM licenses WHERE lid = $1 FOR SHARE";
+/// Serialises renewals of one instance, so a retry sees the first.
+const LOCK_INSTANCE: &str = "SELECT 1 FROM instances WHERE id = $1 AND lid = $2 FOR UPDATE";
+
+fn license_not_found(lid: &str) -> StoreError {
+    StoreError::NotFound(format!("license {lid} not found"))
 }
 
-fn conflict(e: tokio_postgres::Error, msg: impl FnOnce() -> String) -> StoreError {
-    match StoreError::from(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(msg()),
-        other => other,
-    }
+fn parse_status(s: &str) -> Result<LicenseStatus> {
+    LicenseStatus::parse(s).ok_or_else(|| rows::bad_value("status"))
 }
 
-const PRODUCT_COLS: &str = "slug, name, features, created_at, updated_at";
-fn product_row(r: &Row) -> Result<Product> {
-    Ok(Product {
-        slug: r.try_get(0)?,
-        name: r.try_get(1)?,
-        features: r.try_get::<_, Json<Vec<String>>>(2)?.0,
-        created_at: r.try_get(3)?,
-        updated_at: r.try_get(4)?,
-    })
-}
-
-const ACCOUNT_COLS: &str = "id, company, account, slug, created_at, updated_at";
-fn account_row(r: &Row) -> Result<Account> {
-    Ok(Account {
-        id: r.try_get(0)?,
-        company: r.try_get(1)?,
-        account: r.try_get(2)?,
-        slug: r.try_get(3)?,
-        created_at: r.try_get(4)?,
-        updated_at: r.try_get(5)?,
-    })
-}
-
-const LICENSE_COLS: &str =
-    "lid, account_id, status, starts_at, expires_at, max_instances, terms, created_at, updated_at";
-fn license_row(r: &Row) -> Result<License> {
-    let status = LicenseStatus::parse(r.try_get(2)?).ok_or_else(|| bad_value("status"))?;
-    Ok(License {
-        lid: r.try_get(0)?,
-        account_id: r.try_get(1)?,
-        status,
-        state: status.as_str().to_string(),
-        starts_at: r.try_get(3)?,
-        expires_at: r.try_get(4)?,
-        max_instances: r.try_get(5)?,
-        terms: r.try_get::<_, Json<_>>(6)?.0,
-        created_at: r.try_get(7)?,
-        updated_at: r.try_get(8)?,
-    })
-}
-
-/// The columns written from an [`Instance`]; reads add whether credentials exist.
-const INSTANCE_COLS: &str = "id, lid, url, dialect, push_enabled, last_jti, last_issued_at, \
-    next_renewal_at, usage, usage_reported_at, created_at, updated_at, token_expires_at, \
-    push_next_at, push_attempts, push_last_error, push_last_ok_at, push_at_risk, \
-    removal_pending, push_pending_jti";
-const INSTANCE_SELECT: &str = "id, lid, url, dialect, push_enabled, last_jti, last_issued_at, \
-    next_renewal_at, usage, usage_reported_at, created_at, updated_at, token_expires_at, \
-    push_next_at, push_attempts, push_last_error, push_last_ok_at, push_at_risk, \
-    removal_pending, push_pending_jti, credentials IS NOT NULL";
-fn instance_row(r: &Row) -> Result<Instance> {
-    Ok(Instance {
-        id: r.try_get(0)?,
-        lid: r.try_get(1)?,
-        url: r.try_get(2)?,
-        dialect: Dialect::parse(r.try_get(3)?).ok_or_else(|| bad_value("dialect"))?,
-        push_enabled: r.try_get(4)?,
-        last_jti: r.try_get(5)?,
-        last_issued_at: r.try_get(6)?,
-        next_renewal_at: r.try_get(7)?,
-        usage: r.try_get::<_, Option<Json<_>>>(8)?.map(|j| j.0),
-        usage_reported_at: r.try_get(9)?,
-        created_at: r.try_get(10)?,
-        updated_at: r.try_get(11)?,
-        token_expires_at: r.try_get(12)?,
-        push_next_at: r.try_get(13)?,
-        push_attempts: r.try_get(14)?,
-        push_last_error: r.try_get(15)?,
-        push_last_ok_at: r.try_get(16)?,
-        push_at_risk: r.try_get(17)?,
-        removal_pending: r.try_get(18)?,
-        push_pending_jti: r.try_get(19)?,
-        has_credentials: r.try_get(20)?,
-    })
-}
-
-const TOKEN_COLS: &str = "jti, lid, instance_id, kid, iat, nbf, exp, reason, renewed_from, token";
-fn token_row(r: &Row) -> Result<TokenRecord> {
-    Ok(TokenRecord {
-        jti: r.try_get(0)?,
-        lid: r.try_get(1)?,
-        instance_id: r.try_get(2)?,
-        kid: r.try_get(3)?,
-        iat: r.try_get(4)?,
-        nbf: r.try_get(5)?,
-        exp: r.try_get(6)?,
-        reason: TokenReason::parse(r.try_get(7)?).ok_or_else(|| bad_value("reason"))?,
-        renewed_from: r.try_get(8)?,
-        token: r.try_get(9)?,
-    })
-}
-
-async fn insert_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
+/// Inserts a bound instance (version 1) with its sealed push credentials.
+async fn insert_instance(
+    c: &impl GenericClient,
+    i: &Instance,
+    credentials: Option<&str>,
+) -> Result<()> {
+    let st = c.prepare_cached(pg!(sql::INSERT_INSTANCE)).await?;
     c.execute(
-        &c.prepare_cached(&format!(
-            "INSERT INTO instances ({INSTANCE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
-        ))
-        .await?,
+        &st,
         &[
             &i.id,
             &i.lid,
@@ -189,72 +143,26 @@ async fn insert_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
             &i.push_at_risk,
             &i.removal_pending,
             &i.push_pending_jti,
+            &1i64,
+            &credentials,
         ],
     )
     .await
     .map_err(|e| {
-        conflict(e, || {
-            format!("instance {} is already bound to license {}", i.url, i.lid)
-        })
+        Taken::Instance {
+            url: &i.url,
+            lid: &i.lid,
+        }
+        .or(e)
     })?;
     Ok(())
 }
 
-async fn update_instance(c: &impl GenericClient, i: &Instance) -> Result<()> {
-    c.execute(
-        &c.prepare_cached("UPDATE instances SET dialect = $3, push_enabled = $4, last_jti = $5, last_issued_at = $6, \
-         next_renewal_at = $7, usage = $8, usage_reported_at = $9, updated_at = $10, \
-         token_expires_at = $11, push_next_at = $12, push_attempts = $13, push_last_error = $14, \
-         push_last_ok_at = $15, push_at_risk = $16, removal_pending = $17, push_pending_jti = $18 \
-         WHERE lid = $1 AND id = $2").await?,
-        &[
-            &i.lid,
-            &i.id,
-            &i.dialect.as_str(),
-            &i.push_enabled,
-            &i.last_jti,
-            &i.last_issued_at,
-            &i.next_renewal_at,
-            &i.usage.as_ref().map(Json),
-            &i.usage_reported_at,
-            &i.updated_at,
-            &i.token_expires_at,
-            &i.push_next_at,
-            &i.push_attempts,
-            &i.push_last_error,
-            &i.push_last_ok_at,
-            &i.push_at_risk,
-            &i.removal_pending,
-            &i.push_pending_jti,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Locks the license row (serialising binds) and checks there is room.
-async fn check_room(c: &impl GenericClient, lid: &str, max: i64) -> Result<()> {
-    c.query_opt(
-        &c.prepare_cached("SELECT 1 FROM licenses WHERE lid = $1 FOR UPDATE")
-            .await?,
-        &[&lid],
-    )
-    .await?;
-    let bound: i64 = c
-        .query_one(
-            &c.prepare_cached("SELECT count(*) FROM instances WHERE lid = $1")
-                .await?,
-            &[&lid],
-        )
+/// Whether the statement (a `SELECT 1 ...`) finds a row.
+async fn exists(c: &impl GenericClient, sql: &str, args: &[Param<'_>]) -> Result<bool> {
+    Ok(c.query_opt(&c.prepare_cached(sql).await?, args)
         .await?
-        .try_get(0)?;
-    if bound >= max {
-        return Err(StoreError::InstanceLimit {
-            lid: lid.to_string(),
-            max,
-        });
-    }
-    Ok(())
+        .is_some())
 }
 
 impl PgStore {
@@ -301,7 +209,7 @@ impl PgStore {
     async fn one<T>(
         &self,
         sql: &str,
-        args: &[&(dyn ToSql + Sync)],
+        args: &[Param<'_>],
         map: fn(&Row) -> Result<T>,
     ) -> Result<Option<T>> {
         let c = self.pool.get().await?;
@@ -315,7 +223,7 @@ impl PgStore {
     async fn many<T>(
         &self,
         sql: &str,
-        args: &[&(dyn ToSql + Sync)],
+        args: &[Param<'_>],
         map: fn(&Row) -> Result<T>,
     ) -> Result<Vec<T>> {
         let c = self.pool.get().await?;
@@ -326,7 +234,7 @@ impl PgStore {
             .collect()
     }
 
-    async fn count(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<i64> {
+    async fn count(&self, sql: &str, args: &[Param<'_>]) -> Result<i64> {
         let c = self.pool.get().await?;
         Ok(c.query_one(&c.prepare_cached(sql).await?, args)
             .await?
@@ -347,415 +255,653 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn insert_product(&self, p: &Product) -> Result<()> {
-        let c = self.pool.get().await?;
-        c.execute(
-            &c.prepare_cached(&format!(
-                "INSERT INTO products ({PRODUCT_COLS}) VALUES ($1, $2, $3, $4, $5)"
-            ))
-            .await?,
-            &[
-                &p.slug,
-                &p.name,
-                &Json(&p.features),
-                &p.created_at,
-                &p.updated_at,
-            ],
-        )
-        .await
-        .map_err(|e| conflict(e, || format!("product {} already exists", p.slug)))?;
+    async fn create_product(&self, p: &Product, audit: &AuditEvent) -> Result<()> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx.prepare_cached(pg!(sql::INSERT_PRODUCT)).await?;
+        tokio::try_join!(
+            biased;
+            async {
+                tx.execute(
+                    &st,
+                    &[&p.slug, &p.name, &Json(&p.features), &p.created_at],
+                )
+                .await
+                .map_err(|e| Taken::Product(&p.slug).or(e))
+            },
+            access::insert_audit(&tx, audit),
+        )?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn get_product(&self, slug: &str) -> Result<Option<Product>> {
-        self.one(
-            &format!("SELECT {PRODUCT_COLS} FROM products WHERE slug = $1"),
-            &[&slug],
-            product_row,
-        )
-        .await
+        self.one(pg!(sql::GET_PRODUCT), &[&slug], rows::product)
+            .await
     }
 
     async fn list_products(&self) -> Result<Vec<Product>> {
-        self.many(
-            &format!("SELECT {PRODUCT_COLS} FROM products ORDER BY slug"),
-            &[],
-            product_row,
-        )
-        .await
+        self.many(pg!(sql::LIST_PRODUCTS), &[], rows::product).await
     }
 
-    async fn update_product(&self, p: &Product) -> Result<()> {
-        let c = self.pool.get().await?;
-        c.execute(
-            &c.prepare_cached(
-                "UPDATE products SET name = $2, features = $3, updated_at = $4 WHERE slug = $1",
-            )
-            .await?,
-            &[&p.slug, &p.name, &Json(&p.features), &p.updated_at],
-        )
-        .await?;
-        Ok(())
+    async fn update_product(
+        &self,
+        p: &Product,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<Product> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx.prepare_cached(pg!(sql::UPDATE_PRODUCT)).await?;
+        let (row, ()) = tokio::try_join!(
+            biased;
+            async {
+                tx.query_opt(
+                    &st,
+                    &[&p.slug, &p.name, &Json(&p.features), &p.updated_at, &version],
+                )
+                .await
+                .map_err(StoreError::from)
+            },
+            access::insert_audit(&tx, audit),
+        )?;
+        let Some(row) = row else {
+            let found = exists(&tx, "SELECT 1 FROM products WHERE slug = $1", &[&p.slug]).await?;
+            return Err(if found {
+                StoreError::Stale("product")
+            } else {
+                StoreError::NotFound(format!("product {} not found", p.slug))
+            });
+        };
+        let product = rows::product(&row)?;
+        tx.commit().await?;
+        Ok(product)
     }
 
-    async fn insert_account(&self, a: &Account) -> Result<()> {
-        let c = self.pool.get().await?;
-        c.execute(
-            &c.prepare_cached(&format!(
-                "INSERT INTO accounts ({ACCOUNT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"
-            ))
-            .await?,
-            &[
-                &a.id,
-                &a.company,
-                &a.account,
-                &a.slug,
-                &a.created_at,
-                &a.updated_at,
-            ],
-        )
-        .await
-        .map_err(|e| {
-            conflict(e, || {
-                format!("an account with slug {} already exists", a.slug)
-            })
-        })?;
+    async fn create_account(&self, a: &Account, audit: &AuditEvent) -> Result<()> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx.prepare_cached(pg!(sql::INSERT_ACCOUNT)).await?;
+        tokio::try_join!(
+            biased;
+            async {
+                tx.execute(
+                    &st,
+                    &[&a.id, &a.company, &a.account, &a.slug, &a.created_at],
+                )
+                .await
+                .map_err(|e| Taken::AccountSlug(&a.slug).or(e))
+            },
+            access::insert_audit(&tx, audit),
+        )?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn get_account(&self, id: &str) -> Result<Option<Account>> {
-        self.one(
-            &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"),
-            &[&id],
-            account_row,
-        )
-        .await
+        self.one(pg!(sql::GET_ACCOUNT), &[&id], rows::account).await
     }
 
     async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)> {
-        let total = self.count("SELECT count(*) FROM accounts", &[]).await?;
+        let total = self.count(pg!(sql::COUNT_ACCOUNTS), &[]).await?;
         let rows = self
             .many(
-                &format!(
-                    "SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id LIMIT $1 OFFSET $2"
-                ),
+                pg!(sql::LIST_ACCOUNTS),
                 &[&page.per_page, &page.offset()],
-                account_row,
+                rows::account,
             )
             .await?;
         Ok((rows, total))
     }
 
-    async fn update_account(&self, a: &Account) -> Result<()> {
-        let c = self.pool.get().await?;
-        c.execute(
-            &c.prepare_cached("UPDATE accounts SET company = $2, account = $3, slug = $4, updated_at = $5 WHERE id = $1").await?,
-            &[&a.id, &a.company, &a.account, &a.slug, &a.updated_at],
-        )
-        .await
-        .map_err(|e| conflict(e, || format!("an account with slug {} already exists", a.slug)))?;
-        Ok(())
+    async fn update_account(
+        &self,
+        a: &Account,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<Account> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx.prepare_cached(pg!(sql::UPDATE_ACCOUNT)).await?;
+        let (row, ()) = tokio::try_join!(
+            biased;
+            async {
+                tx.query_opt(
+                    &st,
+                    &[&a.id, &a.company, &a.account, &a.slug, &a.updated_at, &version],
+                )
+                .await
+                .map_err(|e| Taken::AccountSlug(&a.slug).or(e))
+            },
+            access::insert_audit(&tx, audit),
+        )?;
+        let Some(row) = row else {
+            let found = exists(&tx, "SELECT 1 FROM accounts WHERE id = $1", &[&a.id]).await?;
+            return Err(if found {
+                StoreError::Stale("account")
+            } else {
+                StoreError::NotFound(format!("account {} not found", a.id))
+            });
+        };
+        let account = rows::account(&row)?;
+        tx.commit().await?;
+        Ok(account)
     }
 
-    async fn insert_license(&self, l: &License) -> Result<()> {
-        let c = self.pool.get().await?;
-        c.execute(
-            &c.prepare_cached(&format!(
-                "INSERT INTO licenses ({LICENSE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            ))
-            .await?,
-            &[
-                &l.lid,
-                &l.account_id,
-                &l.status.as_str(),
-                &l.starts_at,
-                &l.expires_at,
-                &l.max_instances,
-                &Json(&l.terms),
-                &l.created_at,
-                &l.updated_at,
-            ],
-        )
-        .await?;
+    async fn create_license(&self, l: &License, audit: &AuditEvent) -> Result<()> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx.prepare_cached(pg!(sql::INSERT_LICENSE)).await?;
+        tokio::try_join!(
+            biased;
+            async {
+                tx.execute(
+                    &st,
+                    &[
+                        &l.lid,
+                        &l.account_id,
+                        &l.status.as_str(),
+                        &l.starts_at,
+                        &l.expires_at,
+                        &l.max_instances,
+                        &Json(&l.terms),
+                        &l.created_at,
+                    ],
+                )
+                .await
+                .map_err(StoreError::from)
+            },
+            access::insert_audit(&tx, audit),
+        )?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn get_license(&self, lid: &str) -> Result<Option<License>> {
-        self.one(
-            &format!("SELECT {LICENSE_COLS} FROM licenses WHERE lid = $1"),
-            &[&lid],
-            license_row,
-        )
-        .await
+        self.one(pg!(sql::GET_LICENSE), &[&lid], rows::license)
+            .await
     }
 
     async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)> {
-        let (status, expired): (Option<&str>, Option<bool>) = match f.state.as_deref() {
-            Some("expired") => (Some("active"), Some(true)),
-            Some("active") => (Some("active"), Some(false)),
-            Some(s) => (Some(s), None),
-            None => (None, None),
-        };
-        let filter = "($1::text IS NULL OR account_id = $1) AND ($2::text IS NULL OR status = $2) \
+        let (status, expired, started) = sql::state_filter(f.state);
+        const FILTER: &str = "($1::text IS NULL OR account_id = $1) \
+            AND ($2::text IS NULL OR status = $2) \
             AND ($3::bool IS NULL OR $3 = (expires_at <= $4)) \
+            AND ($6::bool IS NULL OR $6 = (starts_at <= $4)) \
             AND ($5::text IS NULL OR terms->'products' ? $5)";
-        let args: [&(dyn ToSql + Sync); 5] = [&f.account_id, &status, &expired, &f.now, &f.product];
+        let args: [Param<'_>; 6] = [
+            &f.account_id,
+            &status,
+            &expired,
+            &f.now,
+            &f.product,
+            &started,
+        ];
         let total = self
             .count(
-                &format!("SELECT count(*) FROM licenses WHERE {filter}"),
+                pg!(&format!("SELECT count(*) FROM licenses WHERE {FILTER}")),
                 &args,
             )
             .await?;
         let rows = self
             .many(
-                &format!("SELECT {LICENSE_COLS} FROM licenses WHERE {filter} ORDER BY created_at, lid LIMIT $6 OFFSET $7"),
-                &[&f.account_id, &status, &expired, &f.now, &f.product, &page.per_page, &page.offset()],
-                license_row,
+                pg!(&format!(
+                    "SELECT {} FROM licenses WHERE {FILTER} \
+                     ORDER BY created_at, lid LIMIT $7 OFFSET $8",
+                    sql::LICENSE_COLS
+                )),
+                &[
+                    &f.account_id,
+                    &status,
+                    &expired,
+                    &f.now,
+                    &f.product,
+                    &started,
+                    &page.per_page,
+                    &page.offset(),
+                ],
+                rows::license,
             )
             .await?;
         Ok((rows, total))
     }
 
-    async fn update_license(&self, l: &License) -> Result<()> {
-        let c = self.pool.get().await?;
-        c.execute(
-            &c.prepare_cached("UPDATE licenses SET status = $2, starts_at = $3, expires_at = $4, max_instances = $5, \
-             terms = $6, updated_at = $7 WHERE lid = $1").await?,
-            &[
-                &l.lid,
-                &l.status.as_str(),
-                &l.starts_at,
-                &l.expires_at,
-                &l.max_instances,
-                &Json(&l.terms),
-                &l.updated_at,
-            ],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn bind_instance(&self, i: &Instance, max_instances: i64) -> Result<()> {
+    async fn update_license_terms(
+        &self,
+        l: &License,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<License> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        check_room(&tx, &i.lid, max_instances).await?;
-        insert_instance(&tx, i).await?;
+        let st = tx.prepare_cached(pg!(sql::UPDATE_LICENSE_TERMS)).await?;
+        let (row, ()) = tokio::try_join!(
+            biased;
+            async {
+                tx.query_opt(
+                    &st,
+                    &[
+                        &l.lid,
+                        &l.starts_at,
+                        &l.expires_at,
+                        &l.max_instances,
+                        &Json(&l.terms),
+                        &l.updated_at,
+                        &version,
+                    ],
+                )
+                .await
+                .map_err(StoreError::from)
+            },
+            access::insert_audit(&tx, audit),
+        )?;
+        let Some(row) = row else {
+            // Why nothing changed: gone, revoked, or changed since read.
+            let st = tx
+                .prepare_cached("SELECT status FROM licenses WHERE lid = $1")
+                .await?;
+            let Some(row) = tx.query_opt(&st, &[&l.lid]).await? else {
+                return Err(license_not_found(&l.lid));
+            };
+            return Err(match parse_status(row.try_get(0)?)? {
+                LicenseStatus::Revoked => StoreError::NotActive {
+                    lid: l.lid.clone(),
+                    status: LicenseStatus::Revoked,
+                },
+                _ => StoreError::Stale("license"),
+            });
+        };
+        let license = rows::license(&row)?;
         tx.commit().await?;
-        Ok(())
+        Ok(license)
+    }
+
+    async fn transition_license(
+        &self,
+        lid: &str,
+        to: LicenseStatus,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Transition> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        // The lock makes the status read here the one the change replaces,
+        // and makes issuances in flight (FOR SHARE) finish first.
+        let (lock, set, queue) = tokio::try_join!(
+            tx.prepare_cached(pg!(&format!(
+                "SELECT {} FROM licenses WHERE lid = $1 FOR UPDATE",
+                sql::LICENSE_COLS
+            ))),
+            tx.prepare_cached(pg!(sql::SET_LICENSE_STATUS)),
+            tx.prepare_cached(pg!(sql::QUEUE_REMOVALS)),
+        )?;
+        let Some(row) = tx.query_opt(&lock, &[&lid]).await? else {
+            return Err(license_not_found(lid));
+        };
+        let old = rows::license(&row)?;
+        if old.status == to {
+            return Ok(Transition::Unchanged(old));
+        }
+        if old.status == LicenseStatus::Revoked {
+            return Err(StoreError::NotActive {
+                lid: lid.to_string(),
+                status: LicenseStatus::Revoked,
+            });
+        }
+        let revoke = to == LicenseStatus::Revoked;
+        let (row, removals) = tokio::try_join!(
+            biased;
+            async {
+                tx.query_opt(&set, &[&lid, &to.as_str(), &now])
+                    .await
+                    .map_err(StoreError::from)
+            },
+            async {
+                if revoke {
+                    tx.execute(&queue, &[&lid, &now])
+                        .await
+                        .map_err(StoreError::from)
+                } else {
+                    Ok(0)
+                }
+            },
+        )?;
+        // Under the lock, with the status checked above, it did change.
+        let Some(row) = row else {
+            return Err(StoreError::Stale("license"));
+        };
+        let license = rows::license(&row)?;
+        let event = super::with_transition(audit, old.status, to, revoke.then_some(removals));
+        access::insert_audit(&tx, &event).await?;
+        tx.commit().await?;
+        Ok(Transition::Changed { license, removals })
+    }
+
+    async fn bind_instance(
+        &self,
+        i: &Instance,
+        credentials: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<Instance> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let (lock, count) = tokio::try_join!(
+            tx.prepare_cached(LOCK_LICENSE_UPDATE),
+            tx.prepare_cached(pg!(sql::COUNT_BOUND)),
+        )?;
+        // The count runs after the lock is granted: it sees the binds the
+        // lock waited for.
+        let by_lid: [Param<'_>; 1] = [&i.lid];
+        let (license, bound) = tokio::try_join!(
+            biased;
+            tx.query_opt(&lock, &by_lid),
+            tx.query_one(&count, &by_lid),
+        )?;
+        let Some(license) = license else {
+            return Err(license_not_found(&i.lid));
+        };
+        if parse_status(license.try_get(0)?)? == LicenseStatus::Revoked {
+            return Err(StoreError::NotActive {
+                lid: i.lid.clone(),
+                status: LicenseStatus::Revoked,
+            });
+        }
+        let max: i64 = license.try_get(1)?;
+        if bound.try_get::<_, i64>(0)? >= max {
+            return Err(StoreError::InstanceLimit {
+                lid: i.lid.clone(),
+                max,
+            });
+        }
+        tokio::try_join!(
+            biased;
+            insert_instance(&tx, i, credentials),
+            access::insert_audit(&tx, audit),
+        )?;
+        tx.commit().await?;
+        Ok(Instance {
+            version: 1,
+            has_credentials: credentials.is_some(),
+            ..i.clone()
+        })
     }
 
     async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>> {
-        self.one(
-            &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = $1 AND id = $2"),
-            &[&lid, &id],
-            instance_row,
-        )
-        .await
+        self.one(pg!(sql::GET_INSTANCE), &[&lid, &id], rows::instance)
+            .await
     }
 
     async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>> {
-        self.one(
-            &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = $1 AND url = $2"),
-            &[&lid, &url],
-            instance_row,
-        )
-        .await
+        self.one(pg!(sql::FIND_INSTANCE), &[&lid, &url], rows::instance)
+            .await
     }
 
     async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>> {
         // Three queries pipelined on one connection: one round trip.
         let c = self.pool.get().await?;
-        let license_sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE lid = $1");
-        let instance_sql =
-            format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = $1 AND url = $2");
-        let account_sql = format!(
-            "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = (SELECT account_id FROM licenses WHERE lid = $1)"
-        );
         let (l, i, a) = tokio::try_join!(
-            c.prepare_cached(&license_sql),
-            c.prepare_cached(&instance_sql),
-            c.prepare_cached(&account_sql)
+            c.prepare_cached(pg!(sql::GET_LICENSE)),
+            c.prepare_cached(pg!(sql::FIND_INSTANCE)),
+            c.prepare_cached(pg!(&format!(
+                "SELECT {} FROM accounts WHERE id = (SELECT account_id FROM licenses WHERE lid = $1)",
+                sql::ACCOUNT_COLS
+            )))
         )?;
-        let (by_lid, by_url): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 2]) =
-            ([&lid], [&lid, &url]);
+        let (by_lid, by_url): ([Param<'_>; 1], [Param<'_>; 2]) = ([&lid], [&lid, &url]);
         let (license, instance, account) = tokio::try_join!(
             c.query_opt(&l, &by_lid),
             c.query_opt(&i, &by_url),
             c.query_opt(&a, &by_lid)
         )?;
-        let Some(license) = license.as_ref().map(license_row).transpose()? else {
+        let Some(license) = license.as_ref().map(rows::license).transpose()? else {
             return Ok(None);
         };
         Ok(Some(IssuanceContext {
             license,
-            instance: instance.as_ref().map(instance_row).transpose()?,
-            account: account.as_ref().map(account_row).transpose()?,
+            instance: instance.as_ref().map(rows::instance).transpose()?,
+            account: account.as_ref().map(rows::account).transpose()?,
         }))
     }
 
     async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {
-        self.many(
-            &format!(
-                "SELECT {INSTANCE_SELECT} FROM instances WHERE lid = $1 ORDER BY created_at, id"
-            ),
-            &[&lid],
-            instance_row,
-        )
-        .await
+        self.many(pg!(sql::LIST_INSTANCES), &[&lid], rows::instance)
+            .await
     }
 
-    async fn update_instance(&self, i: &Instance) -> Result<()> {
-        let c = self.pool.get().await?;
-        update_instance(&c, i).await
-    }
-
-    async fn delete_instance(&self, lid: &str, id: &str) -> Result<bool> {
-        let c = self.pool.get().await?;
-        Ok(c.execute(
-            &c.prepare_cached("DELETE FROM instances WHERE lid = $1 AND id = $2")
-                .await?,
-            &[&lid, &id],
-        )
-        .await?
-            > 0)
-    }
-
-    async fn record_issuance_audited(
+    async fn update_push_settings(
         &self,
-        is: &Issuance,
-        audit: Option<&AuditEvent>,
-    ) -> Result<Recorded> {
+        lid: &str,
+        id: &str,
+        s: &PushSettings,
+        version: i64,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Instance> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        // Statements of a group are pipelined: prepared (cached) first, then
-        // sent together in order on the group's first poll, one round trip,
-        // and run by the server in that order, each (READ COMMITTED) with a
-        // snapshot taken after the one before finished: the idempotency check
-        // after the lock sees what the lock waited for. The first error of a
-        // group is returned (the first one where order matters); nothing is
-        // committed after an error.
-        let idempotent = match (is.idempotent_since, &is.token.renewed_from) {
-            (Some(since), Some(old)) => Some((since, old)),
+        let st = tx.prepare_cached(pg!(sql::UPDATE_PUSH_SETTINGS)).await?;
+        let sealed: Option<&str> = s.credentials.as_ref().and_then(Option::as_deref);
+        let (row, ()) = tokio::try_join!(
+            biased;
+            async {
+                tx.query_opt(
+                    &st,
+                    &[
+                        &lid,
+                        &id,
+                        &s.dialect.as_str(),
+                        &s.push_enabled,
+                        &s.push_next_at,
+                        &s.push_attempts,
+                        &s.credentials.is_some(),
+                        &sealed,
+                        &now,
+                        &version,
+                    ],
+                )
+                .await
+                .map_err(StoreError::from)
+            },
+            access::insert_audit(&tx, audit),
+        )?;
+        let Some(row) = row else {
+            return Err(
+                if exists(&tx, pg!(sql::INSTANCE_EXISTS), &[&lid, &id]).await? {
+                    StoreError::Stale("instance")
+                } else {
+                    StoreError::NotFound(format!("instance {id} of license {lid} not found"))
+                },
+            );
+        };
+        let instance = rows::instance(&row)?;
+        tx.commit().await?;
+        Ok(instance)
+    }
+
+    async fn unbind_instance(&self, lid: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx.prepare_cached(pg!(sql::DELETE_INSTANCE)).await?;
+        let (n, ()) = tokio::try_join!(
+            biased;
+            async { tx.execute(&st, &[&lid, &id]).await.map_err(StoreError::from) },
+            access::insert_audit(&tx, audit),
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record_issuance(&self, is: &Issuance, audit: &AuditEvent) -> Result<Recorded> {
+        let t = &is.token;
+        let lid = &t.lid;
+        let bind = matches!(is.to, Recipient::Bind(_));
+        let retry = match (is.idempotent_since, &t.renewed_from) {
+            (Some(since), Some(old)) => Some((old, since)),
             _ => None,
         };
-        let idempotency_sql = format!(
-            "SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = $1 AND iat >= $2 \
-             ORDER BY iat DESC LIMIT 1"
-        );
-        let existing = if is.bind {
-            check_room(&tx, &is.instance.lid, is.max_instances).await?;
-            match idempotent {
-                Some((since, old)) => {
-                    let st = tx.prepare_cached(&idempotency_sql).await?;
-                    tx.query_opt(&st, &[old, &since]).await?
-                }
-                None => None,
-            }
-        } else {
-            // Serialise renewals of one instance, so a retry sees the first.
-            let (lock_st, idempotency_st) = tokio::try_join!(
-                tx.prepare_cached("SELECT 1 FROM instances WHERE id = $1 FOR UPDATE"),
-                tx.prepare_cached(&idempotency_sql)
-            )?;
-            let id: [&(dyn ToSql + Sync); 1] = [&is.instance.id];
-            let lock = tx.query_opt(&lock_st, &id);
-            let check = async {
-                match idempotent {
-                    Some((since, old)) => tx.query_opt(&idempotency_st, &[old, &since]).await,
+        let record_sql = match (&is.to, t.reason) {
+            (Recipient::Bind(_), _) => None,
+            (Recipient::Bound { .. }, TokenReason::Push) => Some(pg!(sql::RECORD_PUSH_TOKEN)),
+            (Recipient::Bound { .. }, _) => Some(pg!(sql::RECORD_TOKEN)),
+        };
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let (license_st, second_st, retry_st, record_st, token_st) = tokio::try_join!(
+            tx.prepare_cached(if bind {
+                LOCK_LICENSE_UPDATE
+            } else {
+                LOCK_LICENSE_SHARE
+            }),
+            tx.prepare_cached(if bind {
+                pg!(sql::COUNT_BOUND)
+            } else {
+                LOCK_INSTANCE
+            }),
+            tx.prepare_cached(pg!(sql::FIND_RETRY)),
+            async {
+                match record_sql {
+                    Some(s) => tx.prepare_cached(s).await.map(Some),
                     None => Ok(None),
                 }
-            };
-            tokio::try_join!(lock, check)?.1
+            },
+            tx.prepare_cached(pg!(sql::INSERT_TOKEN)),
+        )?;
+
+        // The license first, then the instance (a revocation's order); the
+        // room count and the idempotency check after the locks, so they see
+        // what the locks waited for.
+        let (license, second, existing) = tokio::try_join!(
+            biased;
+            async { tx.query_opt(&license_st, &[lid]).await },
+            async {
+                match &is.to {
+                    Recipient::Bind(_) => tx.query_opt(&second_st, &[lid]).await,
+                    Recipient::Bound { id } => tx.query_opt(&second_st, &[id, lid]).await,
+                }
+            },
+            async {
+                match retry {
+                    Some((old, since)) => tx.query_opt(&retry_st, &[old, &since]).await,
+                    None => Ok(None),
+                }
+            },
+        )?;
+        let Some(license) = license else {
+            return Err(license_not_found(lid));
         };
+        let status = parse_status(license.try_get(0)?)?;
+        if status != LicenseStatus::Active {
+            return Err(StoreError::NotActive {
+                lid: lid.clone(),
+                status,
+            });
+        }
+        if let Recipient::Bound { id } = &is.to
+            && second.is_none()
+        {
+            return Err(StoreError::NotFound(format!(
+                "instance {id} is not bound to license {lid}"
+            )));
+        }
         if let Some(row) = existing {
-            return Ok(Recorded::Existing(token_row(&row)?));
+            // A retry: nothing is written (the transaction is dropped).
+            return Ok(Recorded::Existing(rows::token(&row)?));
         }
-        if is.bind {
-            // Before the token, which refers to it.
-            insert_instance(&tx, &is.instance).await?;
+        if let Recipient::Bind(i) = &is.to {
+            let max: i64 = license.try_get(1)?;
+            let bound: i64 = match &second {
+                Some(row) => row.try_get(0)?,
+                None => 0,
+            };
+            if bound >= max {
+                return Err(StoreError::InstanceLimit {
+                    lid: lid.clone(),
+                    max,
+                });
+            }
+            insert_instance(&tx, i, None).await?;
         }
+
         // No order among these: each writes rows no other one reads.
-        let instance = async {
-            if is.bind {
-                Ok(())
-            } else {
-                update_instance(&tx, &is.instance).await
-            }
-        };
-        let token = async {
-            let t = &is.token;
-            let st = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                ))
-                .await?;
-            tx.execute(
-                &st,
-                &[
-                    &t.jti,
-                    &t.lid,
-                    &t.instance_id,
-                    &t.kid,
-                    &t.iat,
-                    &t.nbf,
-                    &t.exp,
-                    &t.reason.as_str(),
-                    &t.renewed_from,
-                    &t.token,
-                ],
-            )
-            .await?;
-            Ok::<_, StoreError>(())
-        };
-        let event = async {
-            match audit {
-                Some(a) => access::insert_audit(&tx, a).await,
-                None => Ok(()),
-            }
-        };
-        tokio::try_join!(instance, token, event)?;
+        let usage = is.usage.as_ref().map(Json);
+        let reported = is.usage.as_ref().map(|_| t.iat);
+        tokio::try_join!(
+            biased;
+            async {
+                let (Recipient::Bound { id }, Some(st)) = (&is.to, &record_st) else {
+                    return Ok(0);
+                };
+                if t.reason == TokenReason::Push {
+                    tx.execute(st, &[lid, id, &t.jti, &t.iat, &is.next_renewal_at])
+                        .await
+                } else {
+                    tx.execute(
+                        st,
+                        &[
+                            lid,
+                            id,
+                            &t.jti,
+                            &t.iat,
+                            &is.next_renewal_at,
+                            &t.exp,
+                            &usage,
+                            &reported,
+                        ],
+                    )
+                    .await
+                }
+                .map_err(StoreError::from)
+            },
+            async {
+                tx.execute(
+                    &token_st,
+                    &[
+                        &t.jti,
+                        &t.lid,
+                        &t.instance_id,
+                        &t.kid,
+                        &t.iat,
+                        &t.nbf,
+                        &t.exp,
+                        &t.reason.as_str(),
+                        &t.renewed_from,
+                        &t.token,
+                    ],
+                )
+                .await
+                .map_err(StoreError::from)
+            },
+            access::insert_audit(&tx, audit),
+        )?;
         tx.commit().await?;
         Ok(Recorded::New)
     }
 
     async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)> {
-        let total = self
-            .count("SELECT count(*) FROM tokens WHERE lid = $1", &[&lid])
-            .await?;
+        let total = self.count(pg!(sql::LIST_TOKENS_COUNT), &[&lid]).await?;
         let rows = self
             .many(
-                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE lid = $1 ORDER BY iat DESC, jti DESC LIMIT $2 OFFSET $3"),
+                pg!(sql::LIST_TOKENS),
                 &[&lid, &page.per_page, &page.offset()],
-                token_row,
+                rows::token,
             )
             .await?;
         Ok((rows, total))
     }
 
     async fn revoked_licenses(&self) -> Result<Vec<String>> {
-        let c = self.pool.get().await?;
-        c.query(
-            &c.prepare_cached("SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid")
-                .await?,
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.try_get(0).map_err(StoreError::from))
-        .collect()
+        self.many(pg!(sql::REVOKED_LICENSES), &[], |r| Ok(r.try_get(0)?))
+            .await
     }
 
     async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
-        let c = self.pool.get().await?;
-        c.query(
-            &c.prepare_cached("SELECT lid, expires_at FROM licenses WHERE status = 'active'")
-                .await?,
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
+        self.many(pg!(sql::LICENSE_EXPIRIES), &[], |r| {
+            Ok((r.try_get(0)?, r.try_get(1)?))
+        })
+        .await
     }
 
     fn pool_status(&self) -> PoolStatus {
@@ -769,33 +915,24 @@ impl Store for PgStore {
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        let c = self.pool.get().await?;
-        c.query_opt(
-            &c.prepare_cached("SELECT value FROM settings WHERE key = $1")
-                .await?,
-            &[&key],
-        )
-        .await?
-        .map(|r| r.try_get(0).map_err(StoreError::from))
-        .transpose()
+        self.one(pg!(sql::GET_SETTING), &[&key], |r| Ok(r.try_get(0)?))
+            .await
     }
 
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let c = self.pool.get().await?;
-        c.execute(
-            &c.prepare_cached(
-                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-            )
-            .await?,
-            &[&key, &value],
-        )
-        .await?;
-        Ok(c.query_one(
-            &c.prepare_cached("SELECT value FROM settings WHERE key = $1")
-                .await?,
-            &[&key],
-        )
-        .await?
-        .try_get(0)?)
+        let (init, get) = tokio::try_join!(
+            c.prepare_cached(pg!(sql::INIT_SETTING)),
+            c.prepare_cached(pg!(sql::GET_SETTING)),
+        )?;
+        // The read runs after the insert (which waits for a concurrent one
+        // of the same key to commit): it sees whichever value won.
+        let (init_args, get_args): ([Param<'_>; 2], [Param<'_>; 1]) = ([&key, &value], [&key]);
+        let (_, row) = tokio::try_join!(
+            biased;
+            c.execute(&init, &init_args),
+            c.query_one(&get, &get_args),
+        )?;
+        Ok(row.try_get(0)?)
     }
 }

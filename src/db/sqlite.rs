@@ -3,19 +3,27 @@
 //! blocking pool per call), with cached prepared statements; WAL journal with
 //! `synchronous=NORMAL` (durable across process crashes; a power cut may lose
 //! the last transactions, not corrupt).
+//!
+//! The SQL and the row mappers are shared with PostgreSQL ([`super::sql`],
+//! [`super::rows`]); what is here is how SQLite runs them: every change is
+//! one IMMEDIATE transaction with its audit event, and issuances queued back
+//! to back share one commit.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Params, Row, TransactionBehavior, params};
 
-use super::{Issuance, IssuanceContext, PoolStatus, Recorded, Result, Store, StoreError};
-use crate::domain::AuditEvent;
+use super::rows::{self, Cells, Taken};
+use super::{
+    Issuance, IssuanceContext, PoolStatus, PushSettings, Recipient, Recorded, Result, Store,
+    StoreError, Transition, sql,
+};
 use crate::domain::{
-    Account, Dialect, Instance, License, LicenseFilter, LicenseStatus, Page, Product, TokenReason,
-    TokenRecord,
+    Account, AuditEvent, Instance, License, LicenseFilter, LicenseStatus, Page, Product,
+    TokenReason, TokenRecord,
 };
 
 mod access;
@@ -36,7 +44,7 @@ enum Job {
 
 struct IssuanceJob {
     issuance: Issuance,
-    audit: Option<AuditEvent>,
+    audit: AuditEvent,
     reply: tokio::sync::oneshot::Sender<Result<Recorded>>,
 }
 
@@ -74,6 +82,51 @@ impl Cached for Connection {
     }
 }
 
+/// The first row of `sql` (through the statement cache) mapped by `map`,
+/// one of the shared mappers in [`rows`]: they return [`StoreError`]s, which
+/// rusqlite's `query_row` closures cannot, so the rows are stepped here.
+fn one<T, P: Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    map: impl FnOnce(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut st = c.prepare_cached(sql)?;
+    let mut rows = st.query(params)?;
+    match rows.next()? {
+        Some(r) => map(r).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every row of `sql` mapped by `map` (see [`one`]).
+fn all<T, P: Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    mut map: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut st = c.prepare_cached(sql)?;
+    let mut rows = st.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(map(r)?);
+    }
+    Ok(out)
+}
+
+/// Runs `f` in an IMMEDIATE transaction: the write lock is taken first, so
+/// what `f` reads still holds when it writes (a deferred transaction that
+/// reads and then writes can also fail with `SQLITE_BUSY` when another
+/// process wrote in between, which the busy timeout does not retry).
+/// Commits when `f` succeeds; rolls back (on drop) when it fails.
+fn in_tx<R>(c: &mut Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let r = f(&tx)?;
+    tx.commit()?;
+    Ok(r)
+}
+
 fn internal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(e.to_string())
 }
@@ -81,6 +134,7 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match &e {
+            // Unique keys, and the trigger that makes a revocation final.
             rusqlite::Error::SqliteFailure(f, _)
                 if f.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -103,176 +157,31 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// JSON columns are TEXT in SQLite.
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(internal)
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
+fn license_not_found(lid: &str) -> StoreError {
+    StoreError::NotFound(format!("license {lid} not found"))
 }
 
-fn bad_value(what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("unexpected {what} in the database").into(),
-    )
+/// The status and instance limit of a license, read in the transaction
+/// whose writes depend on them (only these two: the hot path of every
+/// issuance need not decode the terms).
+const LICENSE_GATE: &str = "SELECT status, max_instances FROM licenses WHERE lid = ?1";
+
+fn license_gate(c: &Connection, lid: &str) -> Result<(LicenseStatus, i64)> {
+    one(c, LICENSE_GATE, [lid], |r| {
+        let status = LicenseStatus::parse(&r.text(0)?).ok_or_else(|| rows::bad_value("status"))?;
+        Ok((status, r.int(1)?))
+    })?
+    .ok_or_else(|| license_not_found(lid))
 }
 
-const PRODUCT_COLS: &str = "slug, name, features, created_at, updated_at";
-fn product_row(r: &Row) -> rusqlite::Result<Product> {
-    Ok(Product {
-        slug: r.get(0)?,
-        name: r.get(1)?,
-        features: from_json(&r.get::<_, String>(2)?)?,
-        created_at: r.get(3)?,
-        updated_at: r.get(4)?,
-    })
-}
-
-const ACCOUNT_COLS: &str = "id, company, account, slug, created_at, updated_at";
-fn account_row(r: &Row) -> rusqlite::Result<Account> {
-    Ok(Account {
-        id: r.get(0)?,
-        company: r.get(1)?,
-        account: r.get(2)?,
-        slug: r.get(3)?,
-        created_at: r.get(4)?,
-        updated_at: r.get(5)?,
-    })
-}
-
-const LICENSE_COLS: &str =
-    "lid, account_id, status, starts_at, expires_at, max_instances, terms, created_at, updated_at";
-fn license_row(r: &Row) -> rusqlite::Result<License> {
-    let status =
-        LicenseStatus::parse(&r.get::<_, String>(2)?).ok_or_else(|| bad_value("status"))?;
-    Ok(License {
-        lid: r.get(0)?,
-        account_id: r.get(1)?,
-        status,
-        state: status.as_str().to_string(),
-        starts_at: r.get(3)?,
-        expires_at: r.get(4)?,
-        max_instances: r.get(5)?,
-        terms: from_json(&r.get::<_, String>(6)?)?,
-        created_at: r.get(7)?,
-        updated_at: r.get(8)?,
-    })
-}
-
-/// The columns written from an [`Instance`]; reads add whether credentials exist.
-const INSTANCE_COLS: &str = "id, lid, url, dialect, push_enabled, last_jti, last_issued_at, \
-    next_renewal_at, usage, usage_reported_at, created_at, updated_at, token_expires_at, \
-    push_next_at, push_attempts, push_last_error, push_last_ok_at, push_at_risk, \
-    removal_pending, push_pending_jti";
-const INSTANCE_SELECT: &str = "id, lid, url, dialect, push_enabled, last_jti, last_issued_at, \
-    next_renewal_at, usage, usage_reported_at, created_at, updated_at, token_expires_at, \
-    push_next_at, push_attempts, push_last_error, push_last_ok_at, push_at_risk, \
-    removal_pending, push_pending_jti, credentials IS NOT NULL";
-fn instance_row(r: &Row) -> rusqlite::Result<Instance> {
-    let usage: Option<String> = r.get(8)?;
-    Ok(Instance {
-        id: r.get(0)?,
-        lid: r.get(1)?,
-        url: r.get(2)?,
-        dialect: Dialect::parse(&r.get::<_, String>(3)?).ok_or_else(|| bad_value("dialect"))?,
-        push_enabled: r.get(4)?,
-        last_jti: r.get(5)?,
-        last_issued_at: r.get(6)?,
-        next_renewal_at: r.get(7)?,
-        usage: usage.as_deref().map(from_json).transpose()?,
-        usage_reported_at: r.get(9)?,
-        created_at: r.get(10)?,
-        updated_at: r.get(11)?,
-        token_expires_at: r.get(12)?,
-        push_next_at: r.get(13)?,
-        push_attempts: r.get(14)?,
-        push_last_error: r.get(15)?,
-        push_last_ok_at: r.get(16)?,
-        push_at_risk: r.get(17)?,
-        removal_pending: r.get(18)?,
-        push_pending_jti: r.get(19)?,
-        has_credentials: r.get(20)?,
-    })
-}
-
-const TOKEN_COLS: &str = "jti, lid, instance_id, kid, iat, nbf, exp, reason, renewed_from, token";
-fn token_row(r: &Row) -> rusqlite::Result<TokenRecord> {
-    Ok(TokenRecord {
-        jti: r.get(0)?,
-        lid: r.get(1)?,
-        instance_id: r.get(2)?,
-        kid: r.get(3)?,
-        iat: r.get(4)?,
-        nbf: r.get(5)?,
-        exp: r.get(6)?,
-        reason: TokenReason::parse(&r.get::<_, String>(7)?).ok_or_else(|| bad_value("reason"))?,
-        renewed_from: r.get(8)?,
-        token: r.get(9)?,
-    })
-}
-
-fn insert_instance(c: &Connection, i: &Instance) -> Result<()> {
-    let usage = i.usage.as_ref().map(json).transpose()?;
-    c.exec(
-        &format!("INSERT INTO instances ({INSTANCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
-        params![
-            i.id, i.lid, i.url, i.dialect.as_str(), i.push_enabled, i.last_jti, i.last_issued_at,
-            i.next_renewal_at, usage, i.usage_reported_at, i.created_at, i.updated_at,
-            i.token_expires_at, i.push_next_at, i.push_attempts, i.push_last_error, i.push_last_ok_at,
-            i.push_at_risk, i.removal_pending, i.push_pending_jti
-        ],
-    )
-    .map_err(|e| match StoreError::from(e) {
-        StoreError::Conflict(_) => {
-            StoreError::Conflict(format!("instance {} is already bound to license {}", i.url, i.lid))
-        }
-        other => other,
-    })?;
-    Ok(())
-}
-
-fn update_instance(c: &Connection, i: &Instance) -> Result<()> {
-    let usage = i.usage.as_ref().map(json).transpose()?;
-    c.exec(
-        "UPDATE instances SET dialect = ?3, push_enabled = ?4, last_jti = ?5, last_issued_at = ?6, \
-         next_renewal_at = ?7, usage = ?8, usage_reported_at = ?9, updated_at = ?10, \
-         token_expires_at = ?11, push_next_at = ?12, push_attempts = ?13, push_last_error = ?14, \
-         push_last_ok_at = ?15, push_at_risk = ?16, removal_pending = ?17, push_pending_jti = ?18 \
-         WHERE lid = ?1 AND id = ?2",
-        params![
-            i.lid,
-            i.id,
-            i.dialect.as_str(),
-            i.push_enabled,
-            i.last_jti,
-            i.last_issued_at,
-            i.next_renewal_at,
-            usage,
-            i.usage_reported_at,
-            i.updated_at,
-            i.token_expires_at,
-            i.push_next_at,
-            i.push_attempts,
-            i.push_last_error,
-            i.push_last_ok_at,
-            i.push_at_risk,
-            i.removal_pending,
-            i.push_pending_jti
-        ],
-    )?;
-    Ok(())
-}
-
+/// Refuses another instance when the license has `max` bound already.
 fn check_room(c: &Connection, lid: &str, max: i64) -> Result<()> {
-    let bound: i64 = c.row(
-        "SELECT count(*) FROM instances WHERE lid = ?1",
-        [lid],
-        |r| r.get(0),
-    )?;
+    let bound: i64 = c.row(sql::COUNT_BOUND, [lid], |r| r.get(0))?;
     if bound >= max {
         return Err(StoreError::InstanceLimit {
             lid: lid.to_string(),
@@ -282,32 +191,104 @@ fn check_room(c: &Connection, lid: &str, max: i64) -> Result<()> {
     Ok(())
 }
 
-/// Records one issuance in the open transaction `c`: the idempotency check,
-/// the instance, the token and the audit event.
-fn record_one(c: &Connection, is: &Issuance, audit: Option<&AuditEvent>) -> Result<Recorded> {
-    if let (Some(since), Some(old)) = (is.idempotent_since, &is.token.renewed_from) {
-        let existing = c
-            .row(
-                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE renewed_from = ?1 AND iat >= ?2 ORDER BY iat DESC LIMIT 1"),
-                params![old, since],
-                token_row,
-            )
-            .optional()?;
-        if let Some(t) = existing {
-            return Ok(Recorded::Existing(t));
+/// Inserts a new instance (at version 1) with its sealed push credentials;
+/// returns it as stored.
+fn insert_instance(c: &Connection, i: &Instance, credentials: Option<&str>) -> Result<Instance> {
+    let usage = i.usage.as_ref().map(json).transpose()?;
+    c.exec(
+        sql::INSERT_INSTANCE,
+        params![
+            i.id,
+            i.lid,
+            i.url,
+            i.dialect.as_str(),
+            i.push_enabled,
+            i.last_jti,
+            i.last_issued_at,
+            i.next_renewal_at,
+            usage,
+            i.usage_reported_at,
+            i.created_at,
+            i.updated_at,
+            i.token_expires_at,
+            i.push_next_at,
+            i.push_attempts,
+            i.push_last_error,
+            i.push_last_ok_at,
+            i.push_at_risk,
+            i.removal_pending,
+            i.push_pending_jti,
+            1_i64,
+            credentials,
+        ],
+    )
+    .map_err(|e| {
+        Taken::Instance {
+            url: &i.url,
+            lid: &i.lid,
+        }
+        .or(e)
+    })?;
+    Ok(Instance {
+        version: 1,
+        has_credentials: credentials.is_some(),
+        ..i.clone()
+    })
+}
+
+/// Records one issuance in the open transaction `c`: the license check, the
+/// idempotency check, the instance, the token and the audit event.
+fn record_one(c: &Connection, is: &Issuance, audit: &AuditEvent) -> Result<Recorded> {
+    let t = &is.token;
+    let (status, max) = license_gate(c, &t.lid)?;
+    if status != LicenseStatus::Active {
+        return Err(StoreError::NotActive {
+            lid: t.lid.clone(),
+            status,
+        });
+    }
+    if let (Some(since), Some(old)) = (is.idempotent_since, &t.renewed_from)
+        && let Some(existing) = one(c, sql::FIND_RETRY, params![old, since], |r| rows::token(r))?
+    {
+        return Ok(Recorded::Existing(existing));
+    }
+    match &is.to {
+        Recipient::Bind(i) => {
+            check_room(c, &t.lid, max)?;
+            insert_instance(c, i, None)?;
+        }
+        Recipient::Bound { id } => {
+            let changed = if t.reason == TokenReason::Push {
+                c.exec(
+                    sql::RECORD_PUSH_TOKEN,
+                    params![t.lid, id, t.jti, t.iat, is.next_renewal_at],
+                )?
+            } else {
+                let usage = is.usage.as_ref().map(json).transpose()?;
+                c.exec(
+                    sql::RECORD_TOKEN,
+                    params![
+                        t.lid,
+                        id,
+                        t.jti,
+                        t.iat,
+                        is.next_renewal_at,
+                        t.exp,
+                        usage,
+                        is.usage.as_ref().map(|_| t.iat),
+                    ],
+                )?
+            };
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "instance {id} is not bound to license {}",
+                    t.lid
+                )));
+            }
         }
     }
-    if is.bind {
-        check_room(c, &is.instance.lid, is.max_instances)?;
-        insert_instance(c, &is.instance)?;
-    } else {
-        update_instance(c, &is.instance)?;
-    }
-    let t = &is.token;
     c.exec(
-        &format!(
-            "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ),
+        sql::INSERT_TOKEN,
         params![
             t.jti,
             t.lid,
@@ -321,9 +302,7 @@ fn record_one(c: &Connection, is: &Issuance, audit: Option<&AuditEvent>) -> Resu
             t.token
         ],
     )?;
-    if let Some(a) = audit {
-        access::insert_audit(c, a)?;
-    }
+    access::insert_audit(c, audit)?;
     Ok(Recorded::New)
 }
 
@@ -346,13 +325,13 @@ fn record_batch(conn: &mut Connection, batch: Vec<IssuanceJob>) {
     let mut answers = Vec::with_capacity(batch.len());
     if let [one] = &batch[..] {
         // Alone: the transaction is its own; no savepoint needed.
-        let r = record_one(&tx, &one.issuance, one.audit.as_ref());
+        let r = record_one(&tx, &one.issuance, &one.audit);
         answers.push(r);
     } else {
         for j in &batch {
             let r = tx.savepoint().map_err(StoreError::from).and_then(|sp| {
                 // Dropped without commit on error: rolled back to the savepoint.
-                let r = record_one(&sp, &j.issuance, j.audit.as_ref())?;
+                let r = record_one(&sp, &j.issuance, &j.audit)?;
                 sp.commit()?;
                 Ok(r)
             });
@@ -474,7 +453,39 @@ impl SqliteStore {
         rx.await
             .map_err(|_| internal("the sqlite call failed (panicked)"))?
     }
+
+    /// Runs `f` in an IMMEDIATE transaction on the connection's thread (see
+    /// [`in_tx`]): a change and its audit event commit together or not at all.
+    async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        self.call(move |c| in_tx(c, f)).await
+    }
 }
+
+/// Whether the row a conditional update missed exists: then it changed
+/// since it was read ([`StoreError::Stale`]), else it is not there.
+fn stale_or_missing(
+    c: &Connection,
+    exists: &str,
+    key: impl Params,
+    what: &'static str,
+    missing: impl FnOnce() -> String,
+) -> StoreError {
+    match c.row(exists, key, |_| Ok(())) {
+        Ok(()) => StoreError::Stale(what),
+        Err(rusqlite::Error::QueryReturnedNoRows) => StoreError::NotFound(missing()),
+        Err(e) => e.into(),
+    }
+}
+
+/// Every filter is bound, NULL meaning "any", so the SQL is fixed: ?1
+/// account, ?2 status, ?3 expired, ?4 now, ?5 product, ?6 started.
+const LICENSE_FILTER: &str = "(?1 IS NULL OR account_id = ?1) AND (?2 IS NULL OR status = ?2) \
+    AND (?3 IS NULL OR ?3 = (expires_at <= ?4)) AND (?6 IS NULL OR ?6 = (starts_at <= ?4)) \
+    AND (?5 IS NULL OR EXISTS (SELECT 1 FROM json_each(terms, '$.products') WHERE value = ?5))";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -487,272 +498,303 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn insert_product(&self, p: &Product) -> Result<()> {
-        let p = p.clone();
-        self.call(move |c| {
+    async fn create_product(&self, p: &Product, audit: &AuditEvent) -> Result<()> {
+        let (p, audit) = (p.clone(), audit.clone());
+        self.write(move |c| {
             c.exec(
-                &format!("INSERT INTO products ({PRODUCT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
-                params![
-                    p.slug,
-                    p.name,
-                    json(&p.features)?,
-                    p.created_at,
-                    p.updated_at
-                ],
+                sql::INSERT_PRODUCT,
+                params![p.slug, p.name, json(&p.features)?, p.created_at],
             )
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("product {} already exists", p.slug))
-                }
-                other => other,
-            })?;
-            Ok(())
+            .map_err(|e| Taken::Product(&p.slug).or(e))?;
+            access::insert_audit(c, &audit)
         })
         .await
     }
 
     async fn get_product(&self, slug: &str) -> Result<Option<Product>> {
         let slug = slug.to_string();
-        self.call(move |c| {
-            Ok(c.row(
-                &format!("SELECT {PRODUCT_COLS} FROM products WHERE slug = ?1"),
-                [slug],
-                product_row,
-            )
-            .optional()?)
-        })
-        .await
+        self.call(move |c| one(c, sql::GET_PRODUCT, [slug], |r| rows::product(r)))
+            .await
     }
 
     async fn list_products(&self) -> Result<Vec<Product>> {
-        self.call(|c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {PRODUCT_COLS} FROM products ORDER BY slug"
-            ))?;
-            let rows = st
-                .query_map([], product_row)?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
-        })
-        .await
+        self.call(|c| all(c, sql::LIST_PRODUCTS, [], |r| rows::product(r)))
+            .await
     }
 
-    async fn update_product(&self, p: &Product) -> Result<()> {
-        let p = p.clone();
-        self.call(move |c| {
-            c.exec(
-                "UPDATE products SET name = ?2, features = ?3, updated_at = ?4 WHERE slug = ?1",
-                params![p.slug, p.name, json(&p.features)?, p.updated_at],
+    async fn update_product(
+        &self,
+        p: &Product,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<Product> {
+        let (p, audit) = (p.clone(), audit.clone());
+        self.write(move |c| {
+            let updated = one(
+                c,
+                sql::UPDATE_PRODUCT,
+                params![p.slug, p.name, json(&p.features)?, p.updated_at, version],
+                |r| rows::product(r),
             )?;
-            Ok(())
+            let Some(updated) = updated else {
+                return Err(stale_or_missing(
+                    c,
+                    "SELECT 1 FROM products WHERE slug = ?1",
+                    [&p.slug],
+                    "product",
+                    || format!("product {} not found", p.slug),
+                ));
+            };
+            access::insert_audit(c, &audit)?;
+            Ok(updated)
         })
         .await
     }
 
-    async fn insert_account(&self, a: &Account) -> Result<()> {
-        let a = a.clone();
-        self.call(move |c| {
+    async fn create_account(&self, a: &Account, audit: &AuditEvent) -> Result<()> {
+        let (a, audit) = (a.clone(), audit.clone());
+        self.write(move |c| {
             c.exec(
-                &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                params![
-                    a.id,
-                    a.company,
-                    a.account,
-                    a.slug,
-                    a.created_at,
-                    a.updated_at
-                ],
+                sql::INSERT_ACCOUNT,
+                params![a.id, a.company, a.account, a.slug, a.created_at],
             )
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("an account with slug {} already exists", a.slug))
-                }
-                other => other,
-            })?;
-            Ok(())
+            .map_err(|e| Taken::AccountSlug(&a.slug).or(e))?;
+            access::insert_audit(c, &audit)
         })
         .await
     }
 
     async fn get_account(&self, id: &str) -> Result<Option<Account>> {
         let id = id.to_string();
-        self.call(move |c| {
-            Ok(c.row(
-                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"),
-                [id],
-                account_row,
-            )
-            .optional()?)
-        })
-        .await
+        self.call(move |c| one(c, sql::GET_ACCOUNT, [id], |r| rows::account(r)))
+            .await
     }
 
     async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)> {
         self.call(move |c| {
-            let total = c.row("SELECT count(*) FROM accounts", [], |r| r.get(0))?;
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id LIMIT ?1 OFFSET ?2"
-            ))?;
-            let rows = st
-                .query_map([page.per_page, page.offset()], account_row)?
-                .collect::<rusqlite::Result<_>>()?;
+            let total = c.row(sql::COUNT_ACCOUNTS, [], |r| r.get(0))?;
+            let rows = all(c, sql::LIST_ACCOUNTS, [page.per_page, page.offset()], |r| {
+                rows::account(r)
+            })?;
             Ok((rows, total))
         })
         .await
     }
 
-    async fn update_account(&self, a: &Account) -> Result<()> {
-        let a = a.clone();
-        self.call(move |c| {
-            c.exec(
-                "UPDATE accounts SET company = ?2, account = ?3, slug = ?4, updated_at = ?5 WHERE id = ?1",
-                params![a.id, a.company, a.account, a.slug, a.updated_at],
+    async fn update_account(
+        &self,
+        a: &Account,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<Account> {
+        let (a, audit) = (a.clone(), audit.clone());
+        self.write(move |c| {
+            let updated = one(
+                c,
+                sql::UPDATE_ACCOUNT,
+                params![a.id, a.company, a.account, a.slug, a.updated_at, version],
+                |r| rows::account(r),
             )
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!("an account with slug {} already exists", a.slug)),
-                other => other,
-            })?;
-            Ok(())
+            .map_err(|e| Taken::AccountSlug(&a.slug).or(e))?;
+            let Some(updated) = updated else {
+                return Err(stale_or_missing(
+                    c,
+                    "SELECT 1 FROM accounts WHERE id = ?1",
+                    [&a.id],
+                    "account",
+                    || format!("account {} not found", a.id),
+                ));
+            };
+            access::insert_audit(c, &audit)?;
+            Ok(updated)
         })
         .await
     }
 
-    async fn insert_license(&self, l: &License) -> Result<()> {
-        let l = l.clone();
-        self.call(move |c| {
+    async fn create_license(&self, l: &License, audit: &AuditEvent) -> Result<()> {
+        let (l, audit) = (l.clone(), audit.clone());
+        self.write(move |c| {
             c.exec(
-                &format!("INSERT INTO licenses ({LICENSE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                sql::INSERT_LICENSE,
                 params![
-                    l.lid, l.account_id, l.status.as_str(), l.starts_at, l.expires_at,
-                    l.max_instances, json(&l.terms)?, l.created_at, l.updated_at
+                    l.lid,
+                    l.account_id,
+                    l.status.as_str(),
+                    l.starts_at,
+                    l.expires_at,
+                    l.max_instances,
+                    json(&l.terms)?,
+                    l.created_at
                 ],
             )?;
-            Ok(())
+            access::insert_audit(c, &audit)
         })
         .await
     }
 
     async fn get_license(&self, lid: &str) -> Result<Option<License>> {
         let lid = lid.to_string();
-        self.call(move |c| {
-            Ok(c.row(
-                &format!("SELECT {LICENSE_COLS} FROM licenses WHERE lid = ?1"),
-                [lid],
-                license_row,
-            )
-            .optional()?)
-        })
-        .await
+        self.call(move |c| one(c, sql::GET_LICENSE, [lid], |r| rows::license(r)))
+            .await
     }
 
     async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)> {
         let f = f.clone();
         self.call(move |c| {
-            // Every filter is bound, NULL meaning "any", so the SQL is fixed.
-            let (status, expired): (Option<&str>, Option<bool>) = match f.state.as_deref() {
-                Some("expired") => (Some("active"), Some(true)),
-                Some("active") => (Some("active"), Some(false)),
-                Some(s) => (Some(s), None),
-                None => (None, None),
-            };
-            let product = f.product.clone();
-            let filter = "(?1 IS NULL OR account_id = ?1) AND (?2 IS NULL OR status = ?2) \
-                AND (?3 IS NULL OR (?3 = (expires_at <= ?4))) \
-                AND (?5 IS NULL OR EXISTS (SELECT 1 FROM json_each(terms, '$.products') WHERE value = ?5))";
-            let args = params![f.account_id, status, expired, f.now, product];
-            let total = c.row(&format!("SELECT count(*) FROM licenses WHERE {filter}"), args, |r| r.get(0))?;
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {LICENSE_COLS} FROM licenses WHERE {filter} ORDER BY created_at, lid LIMIT ?6 OFFSET ?7"
-            ))?;
-            let rows = st
-                .query_map(
-                    params![f.account_id, status, expired, f.now, product, page.per_page, page.offset()],
-                    license_row,
-                )?
-                .collect::<rusqlite::Result<_>>()?;
+            let (status, expired, started) = sql::state_filter(f.state);
+            let total = c.row(
+                &format!("SELECT count(*) FROM licenses WHERE {LICENSE_FILTER}"),
+                params![f.account_id, status, expired, f.now, f.product, started],
+                |r| r.get(0),
+            )?;
+            let rows = all(
+                c,
+                &format!(
+                    "SELECT {} FROM licenses WHERE {LICENSE_FILTER} \
+                     ORDER BY created_at, lid LIMIT ?7 OFFSET ?8",
+                    sql::LICENSE_COLS
+                ),
+                params![
+                    f.account_id,
+                    status,
+                    expired,
+                    f.now,
+                    f.product,
+                    started,
+                    page.per_page,
+                    page.offset()
+                ],
+                |r| rows::license(r),
+            )?;
             Ok((rows, total))
         })
         .await
     }
 
-    async fn update_license(&self, l: &License) -> Result<()> {
-        let l = l.clone();
-        self.call(move |c| {
-            c.exec(
-                "UPDATE licenses SET status = ?2, starts_at = ?3, expires_at = ?4, max_instances = ?5, \
-                 terms = ?6, updated_at = ?7 WHERE lid = ?1",
-                params![l.lid, l.status.as_str(), l.starts_at, l.expires_at, l.max_instances, json(&l.terms)?, l.updated_at],
+    async fn update_license_terms(
+        &self,
+        l: &License,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<License> {
+        let (l, audit) = (l.clone(), audit.clone());
+        self.write(move |c| {
+            let updated = one(
+                c,
+                sql::UPDATE_LICENSE_TERMS,
+                params![
+                    l.lid,
+                    l.starts_at,
+                    l.expires_at,
+                    l.max_instances,
+                    json(&l.terms)?,
+                    l.updated_at,
+                    version
+                ],
+                |r| rows::license(r),
             )?;
-            Ok(())
+            let Some(updated) = updated else {
+                let (status, _) = license_gate(c, &l.lid)?;
+                return Err(match status {
+                    LicenseStatus::Revoked => StoreError::NotActive {
+                        lid: l.lid.clone(),
+                        status,
+                    },
+                    _ => StoreError::Stale("license"),
+                });
+            };
+            access::insert_audit(c, &audit)?;
+            Ok(updated)
         })
         .await
     }
 
-    async fn bind_instance(&self, i: &Instance, max_instances: i64) -> Result<()> {
-        let i = i.clone();
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            check_room(&tx, &i.lid, max_instances)?;
-            insert_instance(&tx, &i)?;
-            tx.commit()?;
-            Ok(())
+    async fn transition_license(
+        &self,
+        lid: &str,
+        to: LicenseStatus,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Transition> {
+        let (lid, audit) = (lid.to_string(), audit.clone());
+        self.write(move |c| {
+            let license = one(c, sql::GET_LICENSE, [&lid], |r| rows::license(r))?
+                .ok_or_else(|| license_not_found(&lid))?;
+            let from = license.status;
+            if from == to {
+                return Ok(Transition::Unchanged(license));
+            }
+            if from == LicenseStatus::Revoked {
+                return Err(StoreError::NotActive { lid, status: from });
+            }
+            // Read in this (IMMEDIATE) transaction, so the row is there.
+            let license = one(
+                c,
+                sql::SET_LICENSE_STATUS,
+                params![lid, to.as_str(), now],
+                |r| rows::license(r),
+            )?
+            .ok_or(StoreError::Stale("license"))?;
+            let removals = if to == LicenseStatus::Revoked {
+                Some(c.exec(sql::QUEUE_REMOVALS, params![lid, now])? as u64)
+            } else {
+                None
+            };
+            access::insert_audit(c, &super::with_transition(&audit, from, to, removals))?;
+            Ok(Transition::Changed {
+                license,
+                removals: removals.unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    async fn bind_instance(
+        &self,
+        i: &Instance,
+        credentials: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<Instance> {
+        let (i, audit) = (i.clone(), audit.clone());
+        let credentials = credentials.map(str::to_string);
+        self.write(move |c| {
+            let (status, max) = license_gate(c, &i.lid)?;
+            if status == LicenseStatus::Revoked {
+                return Err(StoreError::NotActive {
+                    lid: i.lid.clone(),
+                    status,
+                });
+            }
+            check_room(c, &i.lid, max)?;
+            let bound = insert_instance(c, &i, credentials.as_deref())?;
+            access::insert_audit(c, &audit)?;
+            Ok(bound)
         })
         .await
     }
 
     async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>> {
         let (lid, id) = (lid.to_string(), id.to_string());
-        self.call(move |c| {
-            Ok(c.row(
-                &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 AND id = ?2"),
-                [lid, id],
-                instance_row,
-            )
-            .optional()?)
-        })
-        .await
+        self.call(move |c| one(c, sql::GET_INSTANCE, [lid, id], |r| rows::instance(r)))
+            .await
     }
 
     async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>> {
         let (lid, url) = (lid.to_string(), url.to_string());
-        self.call(move |c| {
-            Ok(c.row(
-                &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 AND url = ?2"),
-                [lid, url],
-                instance_row,
-            )
-            .optional()?)
-        })
-        .await
+        self.call(move |c| one(c, sql::FIND_INSTANCE, [lid, url], |r| rows::instance(r)))
+            .await
     }
 
     async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>> {
         let (lid, url) = (lid.to_string(), url.to_string());
         self.call(move |c| {
-            let Some(license) = c
-                .row(
-                    &format!("SELECT {LICENSE_COLS} FROM licenses WHERE lid = ?1"),
-                    [&lid],
-                    license_row,
-                )
-                .optional()?
-            else {
+            let Some(license) = one(c, sql::GET_LICENSE, [&lid], |r| rows::license(r))? else {
                 return Ok(None);
             };
-            let instance = c
-                .row(
-                    &format!("SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 AND url = ?2"),
-                    [&lid, &url],
-                    instance_row,
-                )
-                .optional()?;
-            let account = c
-                .row(
-                    &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"),
-                    [&license.account_id],
-                    account_row,
-                )
-                .optional()?;
+            let instance = one(c, sql::FIND_INSTANCE, [&lid, &url], |r| rows::instance(r))?;
+            let account = one(c, sql::GET_ACCOUNT, [&license.account_id], |r| {
+                rows::account(r)
+            })?;
             Ok(Some(IssuanceContext {
                 license,
                 instance,
@@ -764,43 +806,70 @@ impl Store for SqliteStore {
 
     async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {
         let lid = lid.to_string();
-        self.call(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {INSTANCE_SELECT} FROM instances WHERE lid = ?1 ORDER BY created_at, id"
-            ))?;
-            let rows = st
-                .query_map([lid], instance_row)?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
-        })
-        .await
+        self.call(move |c| all(c, sql::LIST_INSTANCES, [lid], |r| rows::instance(r)))
+            .await
     }
 
-    async fn update_instance(&self, i: &Instance) -> Result<()> {
-        let i = i.clone();
-        self.call(move |c| update_instance(c, &i)).await
-    }
-
-    async fn delete_instance(&self, lid: &str, id: &str) -> Result<bool> {
-        let (lid, id) = (lid.to_string(), id.to_string());
-        self.call(move |c| {
-            Ok(c.exec(
-                "DELETE FROM instances WHERE lid = ?1 AND id = ?2",
-                [lid, id],
-            )? > 0)
-        })
-        .await
-    }
-
-    async fn record_issuance_audited(
+    async fn update_push_settings(
         &self,
-        is: &Issuance,
-        audit: Option<&AuditEvent>,
-    ) -> Result<Recorded> {
+        lid: &str,
+        id: &str,
+        s: &PushSettings,
+        version: i64,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Instance> {
+        let (lid, id, s, audit) = (lid.to_string(), id.to_string(), s.clone(), audit.clone());
+        self.write(move |c| {
+            let updated = one(
+                c,
+                sql::UPDATE_PUSH_SETTINGS,
+                params![
+                    lid,
+                    id,
+                    s.dialect.as_str(),
+                    s.push_enabled,
+                    s.push_next_at,
+                    s.push_attempts,
+                    s.credentials.is_some(),
+                    s.credentials.clone().flatten(),
+                    now,
+                    version
+                ],
+                |r| rows::instance(r),
+            )?;
+            let Some(updated) = updated else {
+                return Err(stale_or_missing(
+                    c,
+                    sql::INSTANCE_EXISTS,
+                    [&lid, &id],
+                    "instance",
+                    || format!("instance {id} of license {lid} not found"),
+                ));
+            };
+            access::insert_audit(c, &audit)?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn unbind_instance(&self, lid: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
+        let (lid, id, audit) = (lid.to_string(), id.to_string(), audit.clone());
+        self.write(move |c| {
+            if c.exec(sql::DELETE_INSTANCE, [lid, id])? == 0 {
+                return Ok(false);
+            }
+            access::insert_audit(c, &audit)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_issuance(&self, is: &Issuance, audit: &AuditEvent) -> Result<Recorded> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Job::Issuance(Box::new(IssuanceJob {
             issuance: is.clone(),
-            audit: audit.cloned(),
+            audit: audit.clone(),
             reply,
         }));
         self.pending.fetch_add(1, Ordering::Relaxed);
@@ -816,38 +885,28 @@ impl Store for SqliteStore {
     async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)> {
         let lid = lid.to_string();
         self.call(move |c| {
-            let total = c.row("SELECT count(*) FROM tokens WHERE lid = ?1", [&lid], |r| r.get(0))?;
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {TOKEN_COLS} FROM tokens WHERE lid = ?1 ORDER BY iat DESC, jti DESC LIMIT ?2 OFFSET ?3"
-            ))?;
-            let rows = st
-                .query_map(params![lid, page.per_page, page.offset()], token_row)?
-                .collect::<rusqlite::Result<_>>()?;
+            let total = c.row(sql::LIST_TOKENS_COUNT, [&lid], |r| r.get(0))?;
+            let rows = all(
+                c,
+                sql::LIST_TOKENS,
+                params![lid, page.per_page, page.offset()],
+                |r| rows::token(r),
+            )?;
             Ok((rows, total))
         })
         .await
     }
 
     async fn revoked_licenses(&self) -> Result<Vec<String>> {
-        self.call(|c| {
-            let mut st =
-                c.prepare_cached("SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid")?;
-            let rows = st
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
-        })
-        .await
+        self.call(|c| all(c, sql::REVOKED_LICENSES, [], |r| r.text(0)))
+            .await
     }
 
     async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
         self.call(|c| {
-            let mut st =
-                c.prepare_cached("SELECT lid, expires_at FROM licenses WHERE status = 'active'")?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            all(c, sql::LICENSE_EXPIRIES, [], |r| {
+                Ok((r.text(0)?, r.int(1)?))
+            })
         })
         .await
     }
@@ -864,29 +923,15 @@ impl Store for SqliteStore {
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_string();
-        self.call(move |c| {
-            Ok(
-                c.row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                    r.get(0)
-                })
-                .optional()?,
-            )
-        })
-        .await
+        self.call(move |c| one(c, sql::GET_SETTING, [key], |r| r.text(0)))
+            .await
     }
 
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let (key, value) = (key.to_string(), value.to_string());
         self.call(move |c| {
-            c.exec(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
-                [&key, &value],
-            )?;
-            Ok(
-                c.row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                    r.get(0)
-                })?,
-            )
+            c.exec(sql::INIT_SETTING, [&key, &value])?;
+            Ok(c.row(sql::GET_SETTING, [key], |r| r.get(0))?)
         })
         .await
     }

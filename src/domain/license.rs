@@ -2,13 +2,17 @@
 
 use charter_token::{Claims, DAY};
 
-use super::{Account, License, LicenseStatus};
+use super::{Account, License, LicenseState, LicenseStatus};
 
-/// `active`, `suspended`, `revoked` or `expired` at `now`.
-pub fn license_state(license: &License, now: i64) -> &'static str {
+/// What the license is at `now`: the one place that turns its status and
+/// dates into a state.
+pub fn license_state(license: &License, now: i64) -> LicenseState {
     match license.status {
-        LicenseStatus::Active if now >= license.expires_at => "expired",
-        status => status.as_str(),
+        LicenseStatus::Revoked => LicenseState::Revoked,
+        LicenseStatus::Suspended => LicenseState::Suspended,
+        LicenseStatus::Active if now >= license.expires_at => LicenseState::Expired,
+        LicenseStatus::Active if now < license.starts_at => LicenseState::NotStarted,
+        LicenseStatus::Active => LicenseState::Active,
     }
 }
 
@@ -91,7 +95,7 @@ mod tests {
             lid: "L1".into(),
             account_id: "A".into(),
             status: LicenseStatus::Active,
-            state: "active".into(),
+            state: LicenseState::Active,
             starts_at,
             expires_at,
             max_instances: 1,
@@ -116,7 +120,19 @@ mod tests {
             },
             created_at: 0,
             updated_at: 0,
+            version: 1,
         }
+    }
+
+    #[test]
+    fn state_follows_status_and_dates() {
+        let mut l = license(100, 200);
+        assert_eq!(license_state(&l, 50), LicenseState::NotStarted);
+        assert_eq!(license_state(&l, 100), LicenseState::Active);
+        assert_eq!(license_state(&l, 200), LicenseState::Expired);
+        l.status = LicenseStatus::Suspended;
+        assert_eq!(license_state(&l, 50), LicenseState::Suspended);
+        assert_eq!(license_state(&l, 300), LicenseState::Suspended);
     }
 
     fn account() -> Account {
@@ -127,6 +143,7 @@ mod tests {
             slug: "acme".into(),
             created_at: 0,
             updated_at: 0,
+            version: 1,
         }
     }
 
@@ -184,7 +201,7 @@ mod tests {
             "license L1 is suspended"
         );
         l.status = LicenseStatus::Revoked;
-        assert_eq!(license_state(&l, 500), "revoked");
+        assert_eq!(license_state(&l, 500), LicenseState::Revoked);
         assert_eq!(
             check_renewable(&l, 50).expect_err("refused").to_string(),
             "license L1 is revoked"

@@ -5,8 +5,10 @@
 mod access;
 mod license;
 mod types;
+mod values;
 
 pub use access::*;
 
 pub use license::{RenewRefusal, check_renewable, claims_for, license_state};
 pub use types::*;
+pub use values::*;

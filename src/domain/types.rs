@@ -65,6 +65,9 @@ pub struct Product {
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
+    /// Bumped by every write of the row; the `ETag` of its `GET`.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 /// A customer.
@@ -83,6 +86,9 @@ pub struct Account {
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
+    /// Bumped by every write of the row; the `ETag` of its `GET`.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 /// Whether a license may be used. Expiry is computed from `expires_at`, not stored.
@@ -110,6 +116,53 @@ impl LicenseStatus {
             "revoked" => Some(LicenseStatus::Revoked),
             _ => None,
         }
+    }
+}
+
+impl std::fmt::Display for LicenseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a license is at a given time: its status, and for an active one
+/// whether its dates hold. Computed by [`super::license_state`], never stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseState {
+    Active,
+    Suspended,
+    Revoked,
+    Expired,
+    NotStarted,
+}
+
+impl LicenseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseState::Active => "active",
+            LicenseState::Suspended => "suspended",
+            LicenseState::Revoked => "revoked",
+            LicenseState::Expired => "expired",
+            LicenseState::NotStarted => "not_started",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(LicenseState::Active),
+            "suspended" => Some(LicenseState::Suspended),
+            "revoked" => Some(LicenseState::Revoked),
+            "expired" => Some(LicenseState::Expired),
+            "not_started" => Some(LicenseState::NotStarted),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for LicenseState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -142,8 +195,9 @@ pub struct License {
     pub lid: String,
     pub account_id: String,
     pub status: LicenseStatus,
-    /// `active`, `suspended`, `revoked`, or `expired` (computed at read time).
-    pub state: String,
+    /// `active`, `suspended`, `revoked`, `expired` or `not_started`,
+    /// computed from `status` and the dates when it is read.
+    pub state: LicenseState,
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub starts_at: i64,
@@ -160,6 +214,9 @@ pub struct License {
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
+    /// Bumped by every write of the row; the `ETag` of its `GET`.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 /// How the issuer pushes tokens to an instance.
@@ -242,6 +299,9 @@ pub struct Instance {
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
+    /// Bumped by every write of the row; the `ETag` of its `GET`.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 /// Why a token was issued.
@@ -313,8 +373,7 @@ impl Page {
 pub struct LicenseFilter {
     pub account_id: Option<String>,
     pub product: Option<String>,
-    /// `active`, `suspended`, `revoked` or `expired`.
-    pub state: Option<String>,
+    pub state: Option<LicenseState>,
     /// Evaluates `expired` against this time.
     pub now: i64,
 }

@@ -76,7 +76,7 @@ impl Data {
             keys_dir: Some(self.keys_dir()),
             admin_user: Some(ADMIN.0.into()),
             admin_password: Some(ADMIN.1.into()),
-            // Tests run the push job themselves (`charter::push::run_once`).
+            // Tests run the push job themselves (`charter::licensing::push::run_once`).
             push_interval_secs: Some(0),
             ..Default::default()
         };

@@ -2,118 +2,105 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
-use tokio_postgres::types::{Json, ToSql};
+use serde_json::Value;
+use tokio_postgres::types::Json;
 
-use super::{PgStore, bad_value, conflict};
-use crate::db::{AccessStore, Result, StoreError};
-use crate::domain::{ActorKind, AuditEvent, AuditFilter, Page, Role, SaToken, ServiceAccount};
+use super::{Param, PgStore};
+use crate::db::rows::{self, Taken};
+use crate::db::sql;
+use crate::db::{AccessStore, NewSaToken, NewServiceAccount, Result, StoreError};
+use crate::domain::{AuditEvent, AuditFilter, Page, Role, SaToken, ServiceAccount};
 
-const SA_COLS: &str = "s.id, s.name, s.login, s.role, s.is_disabled, \
-    (SELECT count(*) FROM service_account_tokens t WHERE t.service_account_id = s.id), \
-    s.created_at, s.updated_at";
-fn sa_row(r: &Row) -> Result<ServiceAccount> {
-    sa_at(r, 0)
-}
-fn sa_at(r: &Row, o: usize) -> Result<ServiceAccount> {
-    Ok(ServiceAccount {
-        id: r.try_get(o)?,
-        name: r.try_get(o + 1)?,
-        login: r.try_get(o + 2)?,
-        role: Role::parse(r.try_get(o + 3)?).ok_or_else(|| bad_value("role"))?,
-        is_disabled: r.try_get(o + 4)?,
-        tokens: r.try_get(o + 5)?,
-        created_at: r.try_get(o + 6)?,
-        updated_at: r.try_get(o + 7)?,
-    })
-}
-
-const TOKEN_COLS: &str = "k.id, k.service_account_id, k.name, k.created_at, k.expires_at";
-fn token_row(r: &Row) -> Result<SaToken> {
-    Ok(SaToken {
-        id: r.try_get(0)?,
-        service_account_id: r.try_get(1)?,
-        name: r.try_get(2)?,
-        created_at: r.try_get(3)?,
-        expires_at: r.try_get(4)?,
-    })
-}
-fn token_and_sa(r: &Row) -> Result<(SaToken, ServiceAccount)> {
-    Ok((token_row(r)?, sa_at(r, 5)?))
-}
-fn token_and_role(r: &Row) -> Result<(SaToken, Role)> {
-    let role = Role::parse(r.try_get(5)?).ok_or_else(|| bad_value("role"))?;
-    Ok((token_row(r)?, role))
-}
-
-const AUDIT_COLS: &str = "id, at, actor_kind, actor, action, target_type, target_id, ip, detail";
-fn audit_row(r: &Row) -> Result<AuditEvent> {
-    Ok(AuditEvent {
-        id: r.try_get(0)?,
-        at: r.try_get(1)?,
-        actor_kind: ActorKind::parse(r.try_get(2)?).ok_or_else(|| bad_value("actor kind"))?,
-        actor: r.try_get(3)?,
-        action: r.try_get(4)?,
-        target_type: r.try_get(5)?,
-        target_id: r.try_get(6)?,
-        ip: r.try_get(7)?,
-        detail: r
-            .try_get::<_, Option<Json<serde_json::Value>>>(8)?
-            .map(|j| j.0),
-    })
-}
-
-/// Writes an audit event on `c` (a transaction, when the change has one).
+/// Writes an audit event on `c` (the transaction of its change).
 pub(super) async fn insert_audit(c: &impl GenericClient, e: &AuditEvent) -> Result<()> {
+    insert_audit_as(c, e, &e.target_id, e.detail.as_ref()).await
+}
+
+/// [`insert_audit`] with the target id and detail the change settled on
+/// (the id of the row it created, what it did).
+pub(super) async fn insert_audit_as(
+    c: &impl GenericClient,
+    e: &AuditEvent,
+    target_id: &str,
+    detail: Option<&Value>,
+) -> Result<()> {
+    let st = c.prepare_cached(pg!(sql::INSERT_AUDIT)).await?;
     c.execute(
-        &c.prepare_cached("INSERT INTO audit_events (at, actor_kind, actor, action, target_type, target_id, ip, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)").await?,
+        &st,
         &[
             &e.at,
             &e.actor_kind.as_str(),
             &e.actor,
             &e.action,
             &e.target_type,
-            &e.target_id,
+            &target_id,
             &e.ip,
-            &e.detail.as_ref().map(Json),
+            &detail.map(Json),
         ],
     )
     .await?;
     Ok(())
 }
 
+/// The event's target, or the id of the row the change created when the
+/// caller could not know it.
+fn target_or(audit: &AuditEvent, id: i64) -> String {
+    if audit.target_id.is_empty() {
+        id.to_string()
+    } else {
+        audit.target_id.clone()
+    }
+}
+
 #[async_trait]
 impl AccessStore for PgStore {
     async fn insert_service_account(
         &self,
-        name: &str,
-        login: &str,
-        role: Role,
-        is_disabled: bool,
-        now: i64,
+        sa: NewServiceAccount<'_>,
+        audit: &AuditEvent,
     ) -> Result<ServiceAccount> {
-        let c = self.pool.get().await?;
-        let id: i64 = c
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx
+            .prepare_cached(pg!(&format!(
+                "INSERT INTO service_accounts AS s (name, login, role, is_disabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING {}",
+                sql::SA_COLS
+            )))
+            .await?;
+        let row = tx
             .query_one(
-                &c.prepare_cached("INSERT INTO service_accounts (name, login, role, is_disabled, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id").await?,
-                &[&name, &login, &role.as_str(), &is_disabled, &now],
+                &st,
+                &[
+                    &sa.name,
+                    &sa.login,
+                    &sa.role.as_str(),
+                    &sa.is_disabled,
+                    &sa.now,
+                ],
             )
             .await
-            .map_err(|e| conflict(e, || format!("service account {name} already exists")))?
-            .try_get(0)?;
-        drop(c);
-        self.get_service_account(id)
-            .await?
-            .ok_or_else(|| StoreError::Internal("service account vanished".into()))
+            .map_err(|e| Taken::ServiceAccount(sa.name).or(e))?;
+        let created = rows::service_account(&row)?;
+        insert_audit_as(
+            &tx,
+            audit,
+            &target_or(audit, created.id),
+            audit.detail.as_ref(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
     async fn get_service_account(&self, id: i64) -> Result<Option<ServiceAccount>> {
         self.one(
-            &format!("SELECT {SA_COLS} FROM service_accounts s WHERE s.id = $1"),
+            pg!(&format!(
+                "SELECT {} FROM service_accounts s WHERE s.id = $1",
+                sql::SA_COLS
+            )),
             &[&id],
-            sa_row,
+            rows::service_account,
         )
         .await
     }
@@ -125,128 +112,192 @@ impl AccessStore for PgStore {
     ) -> Result<(Vec<ServiceAccount>, i64)> {
         let query = query.to_lowercase();
         // strpos, not LIKE: the query's `%` and `_` are plain characters.
-        let filter = "(strpos(lower(s.name), $1) > 0 OR strpos(lower(s.login), $1) > 0)";
+        const FILTER: &str = "(strpos(lower(s.name), $1) > 0 OR strpos(lower(s.login), $1) > 0)";
         let total = self
             .count(
-                &format!("SELECT count(*) FROM service_accounts s WHERE {filter}"),
+                pg!(&format!(
+                    "SELECT count(*) FROM service_accounts s WHERE {FILTER}"
+                )),
                 &[&query],
             )
             .await?;
         let rows = self
             .many(
-                &format!("SELECT {SA_COLS} FROM service_accounts s WHERE {filter} ORDER BY s.name, s.id LIMIT $2 OFFSET $3"),
+                pg!(&format!(
+                    "SELECT {} FROM service_accounts s WHERE {FILTER} \
+                     ORDER BY s.name, s.id LIMIT $2 OFFSET $3",
+                    sql::SA_COLS
+                )),
                 &[&query, &page.per_page, &page.offset()],
-                sa_row,
+                rows::service_account,
             )
             .await?;
         Ok((rows, total))
     }
 
-    async fn update_service_account(&self, sa: &ServiceAccount) -> Result<()> {
-        let c = self.pool.get().await?;
-        c.execute(
-            &c.prepare_cached(
+    async fn update_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx
+            .prepare_cached(
                 "UPDATE service_accounts SET name = $2, login = $3, role = $4, is_disabled = $5, \
-             updated_at = $6 WHERE id = $1",
+                 updated_at = $6 WHERE id = $1",
             )
-            .await?,
-            &[
-                &sa.id,
-                &sa.name,
-                &sa.login,
-                &sa.role.as_str(),
-                &sa.is_disabled,
-                &sa.updated_at,
-            ],
-        )
-        .await
-        .map_err(|e| conflict(e, || format!("service account {} already exists", sa.name)))?;
+            .await?;
+        let (n, ()) = tokio::try_join!(
+            biased;
+            async {
+                tx.execute(
+                    &st,
+                    &[
+                        &sa.id,
+                        &sa.name,
+                        &sa.login,
+                        &sa.role.as_str(),
+                        &sa.is_disabled,
+                        &sa.updated_at,
+                    ],
+                )
+                .await
+                .map_err(|e| Taken::ServiceAccount(&sa.name).or(e))
+            },
+            insert_audit(&tx, audit),
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "service account {} not found",
+                sa.id
+            )));
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn delete_service_account(&self, id: i64) -> Result<bool> {
-        let c = self.pool.get().await?;
+    async fn delete_service_account(&self, id: i64, audit: &AuditEvent) -> Result<bool> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
         // Its tokens go with it (ON DELETE CASCADE).
-        Ok(c.execute(
-            &c.prepare_cached("DELETE FROM service_accounts WHERE id = $1")
-                .await?,
-            &[&id],
-        )
-        .await?
-            > 0)
+        let st = tx
+            .prepare_cached("DELETE FROM service_accounts WHERE id = $1")
+            .await?;
+        let (n, ()) = tokio::try_join!(
+            biased;
+            async { tx.execute(&st, &[&id]).await.map_err(StoreError::from) },
+            insert_audit(&tx, audit),
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
-    async fn insert_sa_token(
-        &self,
-        service_account_id: i64,
-        name: &str,
-        hash: &str,
-        now: i64,
-        expires_at: Option<i64>,
-    ) -> Result<SaToken> {
-        let c = self.pool.get().await?;
-        let id: i64 = c
+    async fn insert_sa_token(&self, t: NewSaToken<'_>, audit: &AuditEvent) -> Result<SaToken> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO service_account_tokens (service_account_id, name, hash, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .await?;
+        let id: i64 = tx
             .query_one(
-                &c.prepare_cached("INSERT INTO service_account_tokens (service_account_id, name, hash, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id").await?,
-                &[&service_account_id, &name, &hash, &now, &expires_at],
+                &st,
+                &[
+                    &t.service_account_id,
+                    &t.name,
+                    &t.hash,
+                    &t.now,
+                    &t.expires_at,
+                ],
             )
             .await
             .map_err(|e| {
-                conflict(e, || {
-                    format!("service account {service_account_id} already has a token named {name}")
-                })
+                Taken::SaToken {
+                    service_account_id: t.service_account_id,
+                    name: t.name,
+                }
+                .or(e)
             })?
             .try_get(0)?;
+        insert_audit_as(&tx, audit, &target_or(audit, id), audit.detail.as_ref()).await?;
+        tx.commit().await?;
         Ok(SaToken {
             id,
-            service_account_id,
-            name: name.to_string(),
-            created_at: now,
-            expires_at,
+            service_account_id: t.service_account_id,
+            name: t.name.to_string(),
+            created_at: t.now,
+            expires_at: t.expires_at,
         })
     }
 
     async fn list_sa_tokens(&self, service_account_id: i64) -> Result<Vec<SaToken>> {
         self.many(
-            &format!("SELECT {TOKEN_COLS} FROM service_account_tokens k WHERE k.service_account_id = $1 ORDER BY k.id"),
+            pg!(&format!(
+                "SELECT {} FROM service_account_tokens k WHERE k.service_account_id = $1 ORDER BY k.id",
+                sql::SA_TOKEN_COLS
+            )),
             &[&service_account_id],
-            token_row,
+            rows::sa_token,
         )
         .await
     }
 
-    async fn delete_sa_token(&self, service_account_id: Option<i64>, id: i64) -> Result<bool> {
-        let c = self.pool.get().await?;
-        Ok(c.execute(
-            &c.prepare_cached("DELETE FROM service_account_tokens WHERE id = $1 AND ($2::bigint IS NULL OR service_account_id = $2)").await?,
-            &[&id, &service_account_id],
-        )
-        .await?
-            > 0)
+    async fn delete_sa_token(
+        &self,
+        service_account_id: Option<i64>,
+        id: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let st = tx
+            .prepare_cached(
+                "DELETE FROM service_account_tokens \
+                 WHERE id = $1 AND ($2::bigint IS NULL OR service_account_id = $2)",
+            )
+            .await?;
+        let (n, ()) = tokio::try_join!(
+            biased;
+            async {
+                tx.execute(&st, &[&id, &service_account_id])
+                    .await
+                    .map_err(StoreError::from)
+            },
+            insert_audit(&tx, audit),
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn find_sa_token(&self, hash: &str) -> Result<Option<(SaToken, ServiceAccount)>> {
         self.one(
-            &format!(
-                "SELECT {TOKEN_COLS}, {SA_COLS} FROM service_account_tokens k \
-                 JOIN service_accounts s ON s.id = k.service_account_id WHERE k.hash = $1"
-            ),
+            pg!(&format!(
+                "SELECT {}, {} FROM service_account_tokens k \
+                 JOIN service_accounts s ON s.id = k.service_account_id WHERE k.hash = $1",
+                sql::SA_TOKEN_COLS,
+                sql::SA_COLS
+            )),
             &[&hash],
-            token_and_sa,
+            rows::sa_token_and_account,
         )
         .await
     }
 
     async fn list_api_keys(&self, include_expired: bool, now: i64) -> Result<Vec<(SaToken, Role)>> {
         self.many(
-            &format!(
-                "SELECT {TOKEN_COLS}, s.role FROM service_account_tokens k \
+            pg!(&format!(
+                "SELECT {}, s.role FROM service_account_tokens k \
                  JOIN service_accounts s ON s.id = k.service_account_id \
-                 WHERE $1 OR k.expires_at IS NULL OR k.expires_at > $2 ORDER BY k.id"
-            ),
+                 WHERE $1 OR k.expires_at IS NULL OR k.expires_at > $2 ORDER BY k.id",
+                sql::SA_TOKEN_COLS
+            )),
             &[&include_expired, &now],
-            token_and_role,
+            rows::sa_token_and_role,
         )
         .await
     }
@@ -257,10 +308,10 @@ impl AccessStore for PgStore {
     }
 
     async fn list_audit(&self, f: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)> {
-        let filter = "($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2) \
+        const FILTER: &str = "($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2) \
             AND ($3::text IS NULL OR target_type = $3) AND ($4::text IS NULL OR target_id = $4) \
             AND ($5::bigint IS NULL OR at >= $5) AND ($6::bigint IS NULL OR at < $6)";
-        let args: [&(dyn ToSql + Sync); 6] = [
+        let args: [Param<'_>; 6] = [
             &f.actor,
             &f.action,
             &f.target_type,
@@ -270,13 +321,17 @@ impl AccessStore for PgStore {
         ];
         let total = self
             .count(
-                &format!("SELECT count(*) FROM audit_events WHERE {filter}"),
+                pg!(&format!("SELECT count(*) FROM audit_events WHERE {FILTER}")),
                 &args,
             )
             .await?;
         let rows = self
             .many(
-                &format!("SELECT {AUDIT_COLS} FROM audit_events WHERE {filter} ORDER BY at DESC, id DESC LIMIT $7 OFFSET $8"),
+                pg!(&format!(
+                    "SELECT {} FROM audit_events WHERE {FILTER} \
+                     ORDER BY at DESC, id DESC LIMIT $7 OFFSET $8",
+                    sql::AUDIT_COLS
+                )),
                 &[
                     &f.actor,
                     &f.action,
@@ -287,7 +342,7 @@ impl AccessStore for PgStore {
                     &page.per_page,
                     &page.offset(),
                 ],
-                audit_row,
+                rows::audit_event,
             )
             .await?;
         Ok((rows, total))

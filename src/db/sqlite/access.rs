@@ -1,65 +1,18 @@
 //! SQLite: service accounts, their tokens and the audit trail.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, params};
 
-use super::{Cached, SqliteStore, bad_value, from_json, json};
-use crate::db::{AccessStore, Result, StoreError};
-use crate::domain::{ActorKind, AuditEvent, AuditFilter, Page, Role, SaToken, ServiceAccount};
+use super::{Cached, SqliteStore, all, json, one};
+use crate::db::rows::{self, Taken};
+use crate::db::{AccessStore, NewSaToken, NewServiceAccount, Result, StoreError, sql};
+use crate::domain::{AuditEvent, AuditFilter, Page, Role, SaToken, ServiceAccount};
 
-const SA_COLS: &str = "s.id, s.name, s.login, s.role, s.is_disabled, \
-    (SELECT count(*) FROM service_account_tokens t WHERE t.service_account_id = s.id), \
-    s.created_at, s.updated_at";
-fn sa_row(r: &Row) -> rusqlite::Result<ServiceAccount> {
-    sa_at(r, 0)
-}
-fn sa_at(r: &Row, o: usize) -> rusqlite::Result<ServiceAccount> {
-    Ok(ServiceAccount {
-        id: r.get(o)?,
-        name: r.get(o + 1)?,
-        login: r.get(o + 2)?,
-        role: Role::parse(&r.get::<_, String>(o + 3)?).ok_or_else(|| bad_value("role"))?,
-        is_disabled: r.get(o + 4)?,
-        tokens: r.get(o + 5)?,
-        created_at: r.get(o + 6)?,
-        updated_at: r.get(o + 7)?,
-    })
-}
-
-const TOKEN_COLS: &str = "k.id, k.service_account_id, k.name, k.created_at, k.expires_at";
-fn token_row(r: &Row) -> rusqlite::Result<SaToken> {
-    Ok(SaToken {
-        id: r.get(0)?,
-        service_account_id: r.get(1)?,
-        name: r.get(2)?,
-        created_at: r.get(3)?,
-        expires_at: r.get(4)?,
-    })
-}
-
-const AUDIT_COLS: &str = "id, at, actor_kind, actor, action, target_type, target_id, ip, detail";
-fn audit_row(r: &Row) -> rusqlite::Result<AuditEvent> {
-    let detail: Option<String> = r.get(8)?;
-    Ok(AuditEvent {
-        id: r.get(0)?,
-        at: r.get(1)?,
-        actor_kind: ActorKind::parse(&r.get::<_, String>(2)?)
-            .ok_or_else(|| bad_value("actor kind"))?,
-        actor: r.get(3)?,
-        action: r.get(4)?,
-        target_type: r.get(5)?,
-        target_id: r.get(6)?,
-        ip: r.get(7)?,
-        detail: detail.as_deref().map(from_json).transpose()?,
-    })
-}
-
-/// Writes an audit event on `c` (a transaction, when the change has one).
+/// Writes an audit event on `c` (the change's transaction, when it has one).
 pub(super) fn insert_audit(c: &Connection, e: &AuditEvent) -> Result<()> {
     let detail = e.detail.as_ref().map(json).transpose()?;
     c.exec(
-        "INSERT INTO audit_events (at, actor_kind, actor, action, target_type, target_id, ip, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        sql::INSERT_AUDIT,
         params![
             e.at,
             e.actor_kind.as_str(),
@@ -74,41 +27,50 @@ pub(super) fn insert_audit(c: &Connection, e: &AuditEvent) -> Result<()> {
     Ok(())
 }
 
-fn get_sa(c: &Connection, id: i64) -> Result<Option<ServiceAccount>> {
-    Ok(c.row(
-        &format!("SELECT {SA_COLS} FROM service_accounts s WHERE s.id = ?1"),
-        [id],
-        sa_row,
-    )
-    .optional()?)
+/// Writes `audit` for the row the change created: an event without a
+/// target gets the new row's id.
+fn insert_audit_for(c: &Connection, audit: &AuditEvent, id: i64) -> Result<()> {
+    if audit.target_id.is_empty() {
+        let audit = AuditEvent {
+            target_id: id.to_string(),
+            ..audit.clone()
+        };
+        insert_audit(c, &audit)
+    } else {
+        insert_audit(c, audit)
+    }
 }
 
-fn conflict(e: rusqlite::Error, msg: impl FnOnce() -> String) -> StoreError {
-    match StoreError::from(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(msg()),
-        other => other,
-    }
+fn get_sa(c: &Connection, id: i64) -> Result<Option<ServiceAccount>> {
+    one(
+        c,
+        &format!(
+            "SELECT {} FROM service_accounts s WHERE s.id = ?1",
+            sql::SA_COLS
+        ),
+        [id],
+        |r| rows::service_account(r),
+    )
 }
 
 #[async_trait]
 impl AccessStore for SqliteStore {
     async fn insert_service_account(
         &self,
-        name: &str,
-        login: &str,
-        role: Role,
-        is_disabled: bool,
-        now: i64,
+        sa: NewServiceAccount<'_>,
+        audit: &AuditEvent,
     ) -> Result<ServiceAccount> {
-        let (name, login) = (name.to_string(), login.to_string());
-        self.call(move |c| {
+        let (name, login, audit) = (sa.name.to_string(), sa.login.to_string(), audit.clone());
+        let (role, is_disabled, now) = (sa.role, sa.is_disabled, sa.now);
+        self.write(move |c| {
             c.exec(
                 "INSERT INTO service_accounts (name, login, role, is_disabled, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                 params![name, login, role.as_str(), is_disabled, now],
             )
-            .map_err(|e| conflict(e, || format!("service account {name} already exists")))?;
+            .map_err(|e| Taken::ServiceAccount(&name).or(e))?;
             let id = c.last_insert_rowid();
+            insert_audit_for(c, &audit, id)?;
             get_sa(c, id)?.ok_or_else(|| StoreError::Internal("service account vanished".into()))
         })
         .await
@@ -132,74 +94,86 @@ impl AccessStore for SqliteStore {
                 [&query],
                 |r| r.get(0),
             )?;
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {SA_COLS} FROM service_accounts s WHERE {filter} ORDER BY s.name, s.id LIMIT ?2 OFFSET ?3"
-            ))?;
-            let rows = st
-                .query_map(params![query, page.per_page, page.offset()], sa_row)?
-                .collect::<rusqlite::Result<_>>()?;
+            let rows = all(
+                c,
+                &format!(
+                    "SELECT {} FROM service_accounts s WHERE {filter} \
+                     ORDER BY s.name, s.id LIMIT ?2 OFFSET ?3",
+                    sql::SA_COLS
+                ),
+                params![query, page.per_page, page.offset()],
+                |r| rows::service_account(r),
+            )?;
             Ok((rows, total))
         })
         .await
     }
 
-    async fn update_service_account(&self, sa: &ServiceAccount) -> Result<()> {
-        let sa = sa.clone();
-        self.call(move |c| {
-            c.exec(
-                "UPDATE service_accounts SET name = ?2, login = ?3, role = ?4, is_disabled = ?5, \
-                 updated_at = ?6 WHERE id = ?1",
-                params![
-                    sa.id,
-                    sa.name,
-                    sa.login,
-                    sa.role.as_str(),
-                    sa.is_disabled,
-                    sa.updated_at
-                ],
-            )
-            .map_err(|e| conflict(e, || format!("service account {} already exists", sa.name)))?;
-            Ok(())
+    async fn update_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()> {
+        let (sa, audit) = (sa.clone(), audit.clone());
+        self.write(move |c| {
+            let changed = c
+                .exec(
+                    "UPDATE service_accounts SET name = ?2, login = ?3, role = ?4, is_disabled = ?5, \
+                     updated_at = ?6 WHERE id = ?1",
+                    params![
+                        sa.id,
+                        sa.name,
+                        sa.login,
+                        sa.role.as_str(),
+                        sa.is_disabled,
+                        sa.updated_at
+                    ],
+                )
+                .map_err(|e| Taken::ServiceAccount(&sa.name).or(e))?;
+            // No event for a change that did not happen.
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "service account {} not found",
+                    sa.id
+                )));
+            }
+            insert_audit(c, &audit)
         })
         .await
     }
 
-    async fn delete_service_account(&self, id: i64) -> Result<bool> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            tx.exec(
+    async fn delete_service_account(&self, id: i64, audit: &AuditEvent) -> Result<bool> {
+        let audit = audit.clone();
+        self.write(move |c| {
+            c.exec(
                 "DELETE FROM service_account_tokens WHERE service_account_id = ?1",
                 [id],
             )?;
-            let n = tx.exec("DELETE FROM service_accounts WHERE id = ?1", [id])?;
-            tx.commit()?;
-            Ok(n > 0)
+            if c.exec("DELETE FROM service_accounts WHERE id = ?1", [id])? == 0 {
+                return Ok(false);
+            }
+            insert_audit(c, &audit)?;
+            Ok(true)
         })
         .await
     }
 
-    async fn insert_sa_token(
-        &self,
-        service_account_id: i64,
-        name: &str,
-        hash: &str,
-        now: i64,
-        expires_at: Option<i64>,
-    ) -> Result<SaToken> {
-        let (name, hash) = (name.to_string(), hash.to_string());
-        self.call(move |c| {
+    async fn insert_sa_token(&self, t: NewSaToken<'_>, audit: &AuditEvent) -> Result<SaToken> {
+        let (name, hash, audit) = (t.name.to_string(), t.hash.to_string(), audit.clone());
+        let (service_account_id, now, expires_at) = (t.service_account_id, t.now, t.expires_at);
+        self.write(move |c| {
             c.exec(
                 "INSERT INTO service_account_tokens (service_account_id, name, hash, created_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![service_account_id, name, hash, now, expires_at],
             )
             .map_err(|e| {
-                conflict(e, || {
-                    format!("service account {service_account_id} already has a token named {name}")
-                })
+                Taken::SaToken {
+                    service_account_id,
+                    name: &name,
+                }
+                .or(e)
             })?;
+            let id = c.last_insert_rowid();
+            insert_audit_for(c, &audit, id)?;
             Ok(SaToken {
-                id: c.last_insert_rowid(),
+                id,
                 service_account_id,
                 name,
                 created_at: now,
@@ -211,23 +185,38 @@ impl AccessStore for SqliteStore {
 
     async fn list_sa_tokens(&self, service_account_id: i64) -> Result<Vec<SaToken>> {
         self.call(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {TOKEN_COLS} FROM service_account_tokens k WHERE k.service_account_id = ?1 ORDER BY k.id"
-            ))?;
-            let rows = st
-                .query_map([service_account_id], token_row)?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            all(
+                c,
+                &format!(
+                    "SELECT {} FROM service_account_tokens k WHERE k.service_account_id = ?1 \
+                     ORDER BY k.id",
+                    sql::SA_TOKEN_COLS
+                ),
+                [service_account_id],
+                |r| rows::sa_token(r),
+            )
         })
         .await
     }
 
-    async fn delete_sa_token(&self, service_account_id: Option<i64>, id: i64) -> Result<bool> {
-        self.call(move |c| {
-            Ok(c.exec(
-                "DELETE FROM service_account_tokens WHERE id = ?1 AND (?2 IS NULL OR service_account_id = ?2)",
+    async fn delete_sa_token(
+        &self,
+        service_account_id: Option<i64>,
+        id: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let audit = audit.clone();
+        self.write(move |c| {
+            let deleted = c.exec(
+                "DELETE FROM service_account_tokens WHERE id = ?1 \
+                 AND (?2 IS NULL OR service_account_id = ?2)",
                 params![id, service_account_id],
-            )? > 0)
+            )?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            insert_audit(c, &audit)?;
+            Ok(true)
         })
         .await
     }
@@ -235,34 +224,34 @@ impl AccessStore for SqliteStore {
     async fn find_sa_token(&self, hash: &str) -> Result<Option<(SaToken, ServiceAccount)>> {
         let hash = hash.to_string();
         self.call(move |c| {
-            Ok(c.row(
+            one(
+                c,
                 &format!(
-                    "SELECT {TOKEN_COLS}, {SA_COLS} FROM service_account_tokens k \
-                     JOIN service_accounts s ON s.id = k.service_account_id WHERE k.hash = ?1"
+                    "SELECT {}, {} FROM service_account_tokens k \
+                     JOIN service_accounts s ON s.id = k.service_account_id WHERE k.hash = ?1",
+                    sql::SA_TOKEN_COLS,
+                    sql::SA_COLS
                 ),
                 [hash],
-                |r| Ok((token_row(r)?, sa_at(r, 5)?)),
+                |r| rows::sa_token_and_account(r),
             )
-            .optional()?)
         })
         .await
     }
 
     async fn list_api_keys(&self, include_expired: bool, now: i64) -> Result<Vec<(SaToken, Role)>> {
         self.call(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {TOKEN_COLS}, s.role FROM service_account_tokens k \
-                 JOIN service_accounts s ON s.id = k.service_account_id \
-                 WHERE ?1 OR k.expires_at IS NULL OR k.expires_at > ?2 ORDER BY k.id"
-            ))?;
-            let rows = st
-                .query_map(params![include_expired, now], |r| {
-                    let role =
-                        Role::parse(&r.get::<_, String>(5)?).ok_or_else(|| bad_value("role"))?;
-                    Ok((token_row(r)?, role))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            all(
+                c,
+                &format!(
+                    "SELECT {}, s.role FROM service_account_tokens k \
+                     JOIN service_accounts s ON s.id = k.service_account_id \
+                     WHERE ?1 OR k.expires_at IS NULL OR k.expires_at > ?2 ORDER BY k.id",
+                    sql::SA_TOKEN_COLS
+                ),
+                params![include_expired, now],
+                |r| rows::sa_token_and_role(r),
+            )
         })
         .await
     }
@@ -280,21 +269,35 @@ impl AccessStore for SqliteStore {
                 AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6)";
             let total = c.row(
                 &format!("SELECT count(*) FROM audit_events WHERE {filter}"),
-                params![f.actor, f.action, f.target_type, f.target_id, f.since, f.until],
+                params![
+                    f.actor,
+                    f.action,
+                    f.target_type,
+                    f.target_id,
+                    f.since,
+                    f.until
+                ],
                 |r| r.get(0),
             )?;
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {AUDIT_COLS} FROM audit_events WHERE {filter} ORDER BY at DESC, id DESC LIMIT ?7 OFFSET ?8"
-            ))?;
-            let rows = st
-                .query_map(
-                    params![
-                        f.actor, f.action, f.target_type, f.target_id, f.since, f.until,
-                        page.per_page, page.offset()
-                    ],
-                    audit_row,
-                )?
-                .collect::<rusqlite::Result<_>>()?;
+            let rows = all(
+                c,
+                &format!(
+                    "SELECT {} FROM audit_events WHERE {filter} \
+                     ORDER BY at DESC, id DESC LIMIT ?7 OFFSET ?8",
+                    sql::AUDIT_COLS
+                ),
+                params![
+                    f.actor,
+                    f.action,
+                    f.target_type,
+                    f.target_id,
+                    f.since,
+                    f.until,
+                    page.per_page,
+                    page.offset()
+                ],
+                |r| rows::audit_event(r),
+            )?;
             Ok((rows, total))
         })
         .await

@@ -1,31 +1,59 @@
-//! SQLite: what the push job needs (claims, outcomes, credentials).
+//! SQLite: what the push job needs (claims, outcomes, tokens).
+
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
-use super::{Cached, INSTANCE_SELECT, SqliteStore, TOKEN_COLS, instance_row, token_row};
-use crate::db::{PUSH_DUE, PushJob, PushStore, Result};
-use crate::domain::{Instance, TokenRecord};
+use super::{Cached, SqliteStore, all, one};
+use crate::db::{PushJob, PushOutcome, PushStore, Result, rows, sql};
+use crate::domain::TokenRecord;
 
-/// Leases the instances `ids` and reads them back with their credentials.
+/// Leases one instance and reads it back with its credentials.
+static LEASE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE instances SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1 \
+         RETURNING {}, credentials",
+        sql::INSTANCE_COLS
+    )
+});
+
+/// The instances due for a push, oldest first (?1 now, ?2 limit).
+/// `i.push_enabled = 1` and the `push_next_at` bounds are spelled as the
+/// partial index `instances_push_due` says, so SQLite walks it in order and
+/// stops at the batch; with `i.push_enabled` alone it scanned and sorted the
+/// whole table for every batch (quadratic over a run).
+static DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid \
+         WHERE i.push_enabled = 1 AND i.push_next_at IS NOT NULL AND i.push_next_at <= ?1 \
+         AND {} AND {} ORDER BY i.push_next_at LIMIT ?2",
+        sql::UNLEASED,
+        sql::PUSHABLE
+    )
+});
+
+/// One instance that may be pushed now, due or not (?1 now, ?2 lid, ?3 id).
+static PUSHABLE_NOW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid \
+         WHERE i.lid = ?2 AND i.id = ?3 AND i.push_enabled AND {} AND {}",
+        sql::UNLEASED,
+        sql::PUSHABLE
+    )
+});
+
+/// Leases the instances `ids` (found in the same transaction) to `owner`.
+/// The lease columns are not part of the instance a client sees, so taking
+/// a lease leaves its `version` alone.
 fn lease(c: &Connection, ids: &[String], owner: &str, lease_until: i64) -> Result<Vec<PushJob>> {
     let mut jobs = Vec::with_capacity(ids.len());
     for id in ids {
-        c.exec(
-            "UPDATE instances SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
-            params![id, owner, lease_until],
-        )?;
-        let job = c.row(
-            &format!("SELECT {INSTANCE_SELECT}, credentials FROM instances WHERE id = ?1"),
-            [id],
-            |r| {
-                Ok(PushJob {
-                    instance: instance_row(r)?,
-                    credentials: r.get(21)?,
-                })
-            },
-        )?;
-        jobs.push(job);
+        if let Some(job) = one(c, &LEASE, params![id, owner, lease_until], |r| {
+            rows::push_job(r)
+        })? {
+            jobs.push(job);
+        }
     }
     Ok(jobs)
 }
@@ -40,24 +68,11 @@ impl PushStore for SqliteStore {
         limit: i64,
     ) -> Result<Vec<PushJob>> {
         let owner = owner.to_string();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let ids: Vec<String> = {
-                let due = PUSH_DUE.replace("{now}", "?1");
-                // `push_enabled = 1` spelled as the partial index says, so
-                // SQLite walks `instances_push_due` in order and stops at the
-                // batch; with `i.push_enabled` alone it scanned and sorted the
-                // whole table for every batch (quadratic over a run).
-                let mut st = tx.prepare_cached(&format!(
-                    "SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid \
-                     WHERE i.push_enabled = 1 AND {due} ORDER BY i.push_next_at LIMIT ?2"
-                ))?;
-                st.query_map(params![now, limit], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?
-            };
-            let jobs = lease(&tx, &ids, &owner, lease_until)?;
-            tx.commit()?;
-            Ok(jobs)
+        self.write(move |c| {
+            let ids: Vec<String> = all(c, &DUE, params![now, limit], |r| {
+                r.get(0).map_err(Into::into)
+            })?;
+            lease(c, &ids, &owner, lease_until)
         })
         .await
     }
@@ -71,81 +86,47 @@ impl PushStore for SqliteStore {
         lease_until: i64,
     ) -> Result<Option<PushJob>> {
         let (lid, id, owner) = (lid.to_string(), id.to_string(), owner.to_string());
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let due = PUSH_DUE.replace("i.push_next_at IS NOT NULL AND i.push_next_at <= {now}", "1").replace("{now}", "?1");
-            let found: Option<String> = tx
-                .row(
-                    &format!("SELECT i.id FROM instances i JOIN licenses l ON l.lid = i.lid WHERE i.lid = ?2 AND i.id = ?3 AND {due}"),
-                    params![now, lid, id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let jobs = lease(&tx, &found.into_iter().collect::<Vec<_>>(), &owner, lease_until)?;
-            tx.commit()?;
+        self.write(move |c| {
+            let found: Option<String> = one(c, &PUSHABLE_NOW, params![now, lid, id], |r| {
+                r.get(0).map_err(Into::into)
+            })?;
+            let jobs = lease(c, found.as_slice(), &owner, lease_until)?;
             Ok(jobs.into_iter().next())
         })
         .await
     }
 
-    async fn finish_push(&self, i: &Instance, owner: &str) -> Result<bool> {
-        let (i, owner) = (i.clone(), owner.to_string());
+    async fn finish_push(&self, id: &str, owner: &str, outcome: &PushOutcome) -> Result<bool> {
+        let (id, owner, o) = (id.to_string(), owner.to_string(), outcome.clone());
         self.call(move |c| {
             Ok(c.exec(
-                "UPDATE instances SET push_next_at = ?3, push_attempts = ?4, push_last_error = ?5, \
-                 push_last_ok_at = ?6, push_at_risk = ?7, removal_pending = ?8, push_pending_jti = ?9, \
-                 token_expires_at = ?10, lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1 AND lease_owner = ?2",
+                sql::FINISH_PUSH,
                 params![
-                    i.id, owner, i.push_next_at, i.push_attempts, i.push_last_error, i.push_last_ok_at,
-                    i.push_at_risk, i.removal_pending, i.push_pending_jti, i.token_expires_at
+                    id,
+                    owner,
+                    o.push_next_at,
+                    o.push_attempts,
+                    o.push_last_error,
+                    o.push_last_ok_at,
+                    o.push_at_risk,
+                    o.removal_pending,
+                    o.push_pending_jti,
+                    o.token_expires_at
                 ],
             )? > 0)
         })
         .await
     }
 
-    async fn mark_removals(&self, lid: &str, now: i64) -> Result<u64> {
-        let lid = lid.to_string();
-        self.call(move |c| {
-            let n = c.exec(
-                "UPDATE instances SET removal_pending = 1, push_next_at = ?2, push_attempts = 0, \
-                 push_last_error = NULL WHERE lid = ?1 AND push_enabled = 1",
-                params![lid, now],
-            )?;
-            Ok(n as u64)
-        })
-        .await
-    }
-
-    async fn set_credentials(&self, lid: &str, id: &str, sealed: Option<&str>) -> Result<()> {
-        let (lid, id, sealed) = (lid.to_string(), id.to_string(), sealed.map(str::to_string));
-        self.call(move |c| {
-            c.exec(
-                "UPDATE instances SET credentials = ?3 WHERE lid = ?1 AND id = ?2",
-                params![lid, id, sealed],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>> {
         let jti = jti.to_string();
-        self.call(move |c| {
-            Ok(c.row(
-                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE jti = ?1"),
-                [jti],
-                token_row,
-            )
-            .optional()?)
-        })
-        .await
+        self.call(move |c| one(c, sql::GET_TOKEN, [jti], |r| rows::token(r)))
+            .await
     }
 
     async fn count_push_backoff(&self) -> Result<(i64, i64)> {
         self.call(|c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 "SELECT count(*), coalesce(sum(push_at_risk), 0) FROM instances WHERE push_attempts > 0",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),

@@ -1,7 +1,7 @@
 //! Limits on `POST /api/tokens/renew`: a fixed window of requests per
 //! license and per client address, kept in memory on each node (several
 //! replicas each allow the limit). Same approach as
-//! [`super::auth::AuthLimiter`]: a map of window start and count, pruned
+//! `api::auth::AuthLimiter`: a map of window start and count, pruned
 //! when it grows large.
 
 use std::collections::HashMap;

@@ -1,0 +1,244 @@
+//! Renewal push, the use case: claim the instances whose renewal is due,
+//! issue each a fresh token (reason `push`) and have it delivered in the
+//! instance's dialect; revocations are delivered the same way. Claims are
+//! leases in the database, so several replicas never push the same renewal
+//! and a replica that dies mid-push loses nothing: its lease expires and
+//! another one delivers. A token issued but not confirmed delivered is
+//! redelivered as is, not reissued. The outcome is written by
+//! [`crate::db::PushStore::finish_push`], which owns only the push columns.
+
+use std::sync::Arc;
+
+use charter_token::{DAY, now};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use super::tokens::{Request, StoreOrSign, issue};
+use super::{Actor, Licensing, Result};
+use crate::db::{PushJob, PushOutcome, Recipient};
+use crate::domain::{Instance, License, TokenReason, check_renewable};
+use crate::push::{RunStats, backoff, send_removal, send_token, url_allowed};
+
+/// Claims and processes every due instance, a batch at a time. Returns at
+/// once when another run of this process is in progress.
+pub async fn run_once(ctx: &Licensing) -> Result<RunStats> {
+    let pusher = ctx.pusher.clone();
+    let Ok(_guard) = pusher.running.try_lock() else {
+        return Ok(RunStats::default());
+    };
+    let mut stats = RunStats::default();
+    let permits = Arc::new(Semaphore::new(pusher.config.concurrency.max(1)));
+    loop {
+        let t = now();
+        let lease_until = t + pusher.config.lease.as_secs() as i64;
+        let jobs = ctx
+            .store
+            .claim_pushes(&pusher.owner, t, lease_until, pusher.config.batch)
+            .await?;
+        if jobs.is_empty() {
+            break;
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for job in jobs {
+            let (ctx, permits) = (ctx.clone(), permits.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                process(&ctx, job).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(true) => stats.delivered += 1,
+                Ok(false) => stats.failed += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "push task panicked");
+                    stats.failed += 1;
+                }
+            }
+        }
+    }
+    if stats != RunStats::default() {
+        tracing::info!(
+            delivered = stats.delivered,
+            failed = stats.failed,
+            "push run"
+        );
+    }
+    Ok(stats)
+}
+
+/// Pushes one instance now, due or not. `None` when another run holds it
+/// or its license cannot be pushed; else whether it was delivered.
+pub async fn push_one(ctx: &Licensing, lid: &str, id: &str) -> Result<Option<bool>> {
+    let t = now();
+    let lease_until = t + ctx.pusher.config.lease.as_secs() as i64;
+    match ctx
+        .store
+        .claim_push(lid, id, &ctx.pusher.owner, t, lease_until)
+        .await?
+    {
+        Some(job) => Ok(Some(process(ctx, job).await)),
+        None => Ok(None),
+    }
+}
+
+/// Delivers one claimed instance's token (or removal) and records the
+/// outcome. True when delivered.
+async fn process(ctx: &Licensing, job: PushJob) -> bool {
+    let i = job.instance;
+    let dialect = i.dialect.as_str();
+    let t = now();
+    // Read once: the delivery needs the terms, a failure the warning window.
+    let license = ctx.store.get_license(&i.lid).await;
+    // The token awaiting delivery, if any (one issued by this attempt too).
+    let mut pending = i.push_pending_jti.clone();
+    let outcome = match &license {
+        Ok(l) => {
+            let sealed = job.credentials.as_deref();
+            deliver(ctx, &i, l.as_ref(), sealed, t, &mut pending).await
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let delivered = outcome.is_ok();
+    ctx.metrics
+        .pushes
+        .get_or_create(&crate::metrics::PushLabels {
+            dialect: dialect.into(),
+            outcome: if delivered { "delivered" } else { "failed" }.into(),
+        })
+        .inc();
+    let outcome = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            let warn_days = match &license {
+                Ok(Some(l)) => l.terms.tok_exp_warn_days,
+                _ => 0,
+            };
+            failed(ctx, &i, e, warn_days, pending, t)
+        }
+    };
+    match ctx
+        .store
+        .finish_push(&i.id, &ctx.pusher.owner, &outcome)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(instance = %i.url, "push lease lost before the outcome was recorded")
+        }
+        Err(e) => tracing::warn!(instance = %i.url, error = %e, "cannot record the push outcome"),
+    }
+    delivered
+}
+
+/// The outcome of a failed attempt: back off, and say whether the instance
+/// is at risk (the token it holds expires within the warning window).
+fn failed(
+    ctx: &Licensing,
+    i: &Instance,
+    error: String,
+    warn_days: i64,
+    pending: Option<String>,
+    t: i64,
+) -> PushOutcome {
+    let attempts = i.push_attempts + 1;
+    let at_risk = i
+        .token_expires_at
+        .is_none_or(|exp| t >= exp - warn_days * DAY);
+    if at_risk {
+        tracing::warn!(lid = %i.lid, instance = %i.url, attempts, error = %error,
+            "pushes are failing and the instance's token expires soon");
+    } else {
+        tracing::info!(lid = %i.lid, instance = %i.url, attempts, error = %error, "push failed; will retry");
+    }
+    PushOutcome {
+        push_next_at: Some(t + backoff(&ctx.pusher.config, attempts)),
+        push_attempts: attempts,
+        push_last_error: Some(error),
+        push_last_ok_at: i.push_last_ok_at,
+        push_at_risk: at_risk,
+        removal_pending: i.removal_pending,
+        push_pending_jti: pending,
+        token_expires_at: i.token_expires_at,
+    }
+}
+
+/// The delivery itself; on success, the push state to record.
+async fn deliver(
+    ctx: &Licensing,
+    i: &Instance,
+    license: Option<&License>,
+    sealed: Option<&str>,
+    t: i64,
+    pending: &mut Option<String>,
+) -> Result<PushOutcome, String> {
+    let credentials = match sealed {
+        None => None,
+        Some(s) => {
+            let sealer = ctx
+                .sealer
+                .as_ref()
+                .ok_or("no credentials.key to decrypt the credentials")?;
+            Some(sealer.open(s).map_err(|e| e.to_string())?)
+        }
+    };
+    if !url_allowed(&i.url, ctx.pusher.config.refuse_private) {
+        return Err("refused: the instance URL is a private or loopback address".into());
+    }
+    let http = &ctx.pusher.http;
+    let mut done = PushOutcome {
+        push_next_at: None,
+        push_attempts: 0,
+        push_last_error: None,
+        push_last_ok_at: Some(t),
+        push_at_risk: false,
+        removal_pending: false,
+        push_pending_jti: None,
+        token_expires_at: i.token_expires_at,
+    };
+    if i.removal_pending {
+        send_removal(http, i.dialect, &i.url, credentials.as_ref()).await?;
+        tracing::info!(lid = %i.lid, instance = %i.url, "revocation delivered");
+        return Ok(done);
+    }
+    let license = license.ok_or("license is gone")?;
+    check_renewable(license, t).map_err(|e| e.to_string())?;
+    // Redeliver a token issued for an earlier attempt, if still good.
+    let stored = match pending.as_deref() {
+        Some(jti) => ctx.store.get_token(jti).await.map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let (token, iat, exp) = match stored.filter(|p| p.exp > t + 60) {
+        Some(p) => (p.token, p.iat, p.exp),
+        None => {
+            let account = ctx
+                .store
+                .get_account(&license.account_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("account is gone")?;
+            let req = Request {
+                license,
+                account: &account,
+                url: &i.url,
+                to: Recipient::Bound { id: i.id.clone() },
+                reason: TokenReason::Push,
+                renewed_from: None,
+                usage: None,
+            };
+            let mut event = Actor::system("push").event("token.push", "token", "");
+            event.detail = Some(json!({"lid": i.lid, "instance": i.url}));
+            let (token, claims) = issue(ctx, req, event, t)
+                .await
+                .map_err(|e: StoreOrSign| format!("cannot issue: {e}"))?;
+            ctx.metrics.token_issued("push");
+            *pending = Some(claims.jti.clone());
+            (token, claims.iat, claims.exp)
+        }
+    };
+    send_token(http, i.dialect, &i.url, &token, credentials.as_ref()).await?;
+    done.token_expires_at = Some(exp);
+    done.push_next_at = Some(iat + license.terms.update_days * DAY);
+    tracing::info!(lid = %i.lid, instance = %i.url, "token pushed");
+    Ok(done)
+}
