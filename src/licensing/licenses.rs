@@ -366,6 +366,9 @@ pub async fn set_status(
     };
     let event = actor.event(action, "license", lid);
     let t = now();
+    // A status change bumps the version a PATCH in flight was computed
+    // from: taking turns keeps a busy suspend/resume from starving it.
+    let _turn = ctx.locks.lock(format!("license:{lid}")).await;
     match ctx.store.transition_license(lid, to, t, &event).await {
         Ok(Transition::Changed { license, removals }) => {
             tracing::info!(lid = %lid, status = to.as_str(), by = %actor.name, "license status changed");
