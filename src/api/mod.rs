@@ -276,25 +276,6 @@ impl<T> Paged<T> {
     }
 }
 
-/// Checks a short identifier (slug): lower-case letters, digits, `-`, `_`, `.`.
-pub fn check_slug(field: &str, s: &str) -> ApiResult<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-        && s.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::field(
-            field,
-            format!(
-                "{s:?} must be 1-64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit"
-            ),
-        ))
-    }
-}
-
 /// Checks a free-text field: not blank, at most `max` characters, no control characters.
 pub fn check_text(field: &str, s: &str, max: usize) -> ApiResult<()> {
     if s.trim().is_empty() {
