@@ -64,7 +64,7 @@ async fn get_account(
 /// Changes an account; its next tokens carry the new names. With
 /// `If-Match`, only the version it names.
 #[utoipa::path(patch, path = "/api/accounts/{id}", tag = "accounts", security(("basic" = []), ("service_account" = [])),
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the ETag the change is for")),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the ETag the change is for", pattern = r#"^(\*|(W/)?"[0-9]+")$"#)),
     request_body = AccountPatch,
     responses((status = 200, body = Account, headers(("ETag" = String, description = "the new version"))),
               (status = 400, body = charter_token::ErrorBody),

@@ -69,7 +69,7 @@ async fn get_instance(
 /// version it names (412 otherwise).
 #[utoipa::path(patch, path = "/api/licenses/{lid}/instances/{id}", tag = "instances", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), ("id" = String, Path),
-           ("If-Match" = Option<String>, Header, description = "the ETag the change is for")),
+           ("If-Match" = Option<String>, Header, description = "the ETag the change is for", pattern = r#"^(\*|(W/)?"[0-9]+")$"#)),
     request_body = InstancePatch,
     responses((status = 200, body = Instance, headers(("ETag" = String, description = "the new version"))),
               (status = 400, body = charter_token::ErrorBody),

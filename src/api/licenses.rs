@@ -98,7 +98,7 @@ async fn get_license(
 /// Changes a license's terms; the next token issued or renewed carries the
 /// change. With `If-Match`, only the version it names (412 otherwise).
 #[utoipa::path(patch, path = "/api/licenses/{lid}", tag = "licenses", security(("basic" = []), ("service_account" = [])),
-    params(("lid" = String, Path), ("If-Match" = Option<String>, Header, description = "the ETag the change is for")),
+    params(("lid" = String, Path), ("If-Match" = Option<String>, Header, description = "the ETag the change is for", pattern = r#"^(\*|(W/)?"[0-9]+")$"#)),
     request_body = LicenseInput,
     responses((status = 200, body = License, headers(("ETag" = String, description = "the new version"))),
               (status = 400, body = charter_token::ErrorBody),

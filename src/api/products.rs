@@ -60,7 +60,7 @@ async fn get_product(
 
 /// Changes a product's name or features; with `If-Match`, only the version it names.
 #[utoipa::path(patch, path = "/api/products/{slug}", tag = "products", security(("basic" = []), ("service_account" = [])),
-    params(("slug" = String, Path), ("If-Match" = Option<String>, Header, description = "the ETag the change is for")),
+    params(("slug" = String, Path), ("If-Match" = Option<String>, Header, description = "the ETag the change is for", pattern = r#"^(\*|(W/)?"[0-9]+")$"#)),
     request_body = ProductPatch,
     responses((status = 200, body = Product, headers(("ETag" = String, description = "the new version"))),
               (status = 400, body = charter_token::ErrorBody),
