@@ -149,6 +149,8 @@ async fn issuer(dir: &Path, db: &str, extra: &[&str], log: Option<&str>) -> anyh
         // One license renews thousands of instances here: no rate limits.
         .args(["--renew-limit-per-license", "0"])
         .args(["--renew-limit-per-address", "0"])
+        // The push receivers listen on loopback.
+        .arg("--push-allow-private")
         .args(extra)
         .env("CHARTER_ADMIN_PASSWORD", ADMIN_PW);
     cmd.env("CHARTER_LOG", log_level(log));

@@ -71,7 +71,11 @@ pub struct ServeArgs {
     /// Longest retry delay, in seconds [default: 3600].
     #[arg(long, env = "CHARTER_PUSH_BACKOFF_MAX_SECS")]
     pub push_backoff_max_secs: Option<u64>,
-    /// Refuse to push to loopback, private and link-local addresses (for vendor deployments).
+    /// Allow pushes to loopback, private, link-local and other special addresses (demos and tests only; refused by default).
+    #[arg(long, env = "CHARTER_PUSH_ALLOW_PRIVATE", conflicts_with = "push_refuse_private")]
+    #[serde(default)]
+    pub push_allow_private: bool,
+    /// Deprecated: refusing private addresses is the default now.
     #[arg(long, env = "CHARTER_PUSH_REFUSE_PRIVATE")]
     #[serde(default)]
     pub push_refuse_private: bool,
@@ -164,6 +168,7 @@ impl ServeArgs {
         );
         self.no_migrate |= file.no_migrate;
         self.push_refuse_private |= file.push_refuse_private;
+        self.push_allow_private |= file.push_allow_private;
         Ok(self)
     }
 }
@@ -200,6 +205,9 @@ impl Config {
         if a.admin_password.as_deref().is_some_and(|p| p.len() < 8) {
             bail!("admin_password must have at least 8 characters");
         }
+        if a.push_allow_private && a.push_refuse_private {
+            bail!("push_allow_private and push_refuse_private contradict each other");
+        }
         let secs = std::time::Duration::from_secs;
         let push = PushConfig {
             interval: secs(a.push_interval_secs.unwrap_or(5)),
@@ -208,7 +216,7 @@ impl Config {
             lease: secs(a.push_lease_secs.unwrap_or(120)),
             backoff_base: secs(a.push_backoff_base_secs.unwrap_or(10)),
             backoff_max: secs(a.push_backoff_max_secs.unwrap_or(3600)),
-            refuse_private: a.push_refuse_private,
+            refuse_private: !a.push_allow_private,
             batch: 0,
         };
         // Claim what can be delivered soon, so a claim never outlives its lease waiting.
@@ -293,6 +301,29 @@ pub struct PushConfig {
     pub refuse_private: bool,
     /// Instances claimed per database round trip.
     pub batch: i64,
+}
+
+#[cfg(test)]
+mod push_defaults {
+    use super::*;
+
+    #[test]
+    fn private_push_targets_are_refused_unless_allowed() {
+        let c = Config::from_args(ServeArgs::default()).expect("defaults");
+        assert!(c.push.refuse_private, "refused by default");
+        let c = Config::from_args(ServeArgs {
+            push_allow_private: true,
+            ..Default::default()
+        })
+        .expect("allowed");
+        assert!(!c.push.refuse_private);
+        let both = Config::from_args(ServeArgs {
+            push_allow_private: true,
+            push_refuse_private: true,
+            ..Default::default()
+        });
+        assert!(both.is_err());
+    }
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub(crate) async fn send_token(
     url: &str,
     token: &str,
     c: Option<&Credentials>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let req = match d {
         Dialect::Grafana => http
             .post(format!("{url}api/licensing/token"))
@@ -91,7 +91,7 @@ pub(crate) async fn send_removal(
     d: Dialect,
     url: &str,
     c: Option<&Credentials>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let req = match d {
         Dialect::Grafana => http
             .request(Method::DELETE, format!("{url}api/licensing/token"))
@@ -103,15 +103,52 @@ pub(crate) async fn send_removal(
     send(authorize(req, c)).await
 }
 
-async fn send(req: reqwest::RequestBuilder) -> Result<(), String> {
-    let res = req.send().await.map_err(|e| describe(&e))?;
+/// Why a delivery failed: the instance's answer status (its body is never
+/// kept: it could be an internal service's answer, shown to Viewers), or a
+/// connection error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn other(message: impl Into<String>) -> Failure {
+        Failure {
+            status: None,
+            message: message.into(),
+        }
+    }
+
+    /// The instance refused for good: a 4xx that a retry cannot change
+    /// (not 408 Request Timeout, 425 Too Early or 429 Too Many Requests).
+    pub fn is_permanent(&self) -> bool {
+        self.status
+            .is_some_and(|s| (400..500).contains(&s) && ![408, 425, 429].contains(&s))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Result<(), Failure> {
+    let res = req.send().await.map_err(|e| Failure::other(describe(&e)))?;
     let status = res.status();
     if status.is_success() {
         return Ok(());
     }
-    let body = res.text().await.unwrap_or_default();
-    let body: String = body.chars().filter(|c| !c.is_control()).take(200).collect();
-    Err(format!("HTTP {}: {body}", status.as_u16()))
+    let message = format!(
+        "HTTP {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    Err(Failure {
+        status: Some(status.as_u16()),
+        message: message.trim_end().to_string(),
+    })
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -148,26 +185,76 @@ pub fn backoff(c: &PushConfig, attempts: i64) -> i64 {
     (delay * jitter).round().max(1.0) as i64
 }
 
-/// Whether an address is one a vendor deployment must not call.
+/// Whether an address is one a vendor deployment must not call: loopback,
+/// private, shared (CGNAT), link-local, unspecified, "this network",
+/// benchmarking, documentation, reserved, broadcast and multicast ranges,
+/// IPv6 unique-local, site-local and documentation ranges, and any IPv6
+/// address that carries an IPv4 one (mapped, compatible, SIIT, NAT64,
+/// 6to4, Teredo) when that IPv4 address is one of these.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+                || v4.is_multicast()
+                || a == 0 // 0.0.0.0/8, "this network"
+                || (a == 100 && (b & 0xc0) == 64) // 100.64.0.0/10, shared address space
+                || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24, IETF protocol assignments
+                || (a == 192 && b == 0 && c == 2) // 192.0.2.0/24, documentation
+                || (a == 198 && (b & 0xfe) == 18) // 198.18.0.0/15, benchmarking
+                || (a == 198 && b == 51 && c == 100) // documentation
+                || (a == 203 && b == 0 && c == 113) // documentation
+                || a >= 240 // 240.0.0.0/4, reserved (and broadcast)
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            if let Some(v4) = embedded_ipv4(v6) {
+                return is_private(IpAddr::V4(v4));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
+                || (s[0] & 0xffc0) == 0xfe80 // fe80::/10, link-local
+                || (s[0] & 0xffc0) == 0xfec0 // fec0::/10, site-local (deprecated)
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // 2001:db8::/32, documentation
+                || (s[0] == 0x2001 && s[1] == 0) // 2001::/32, Teredo (hides an IPv4 peer)
+                || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 1) // 64:ff9b:1::/48, local NAT64
+                || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // 100::/64, discard
         }
+    }
+}
+
+/// The IPv4 address an IPv6 one carries, by the translations a network may
+/// apply: IPv4-mapped `::ffff:a.b.c.d`, SIIT `::ffff:0:a.b.c.d`,
+/// IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and 6to4
+/// `2002:aabb:ccdd::`.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let o = v6.octets();
+    let tail = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    match s {
+        // SIIT (RFC 6145): ::ffff:0:a.b.c.d
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some(tail),
+        // IPv4-compatible (deprecated): ::a.b.c.d, but not :: or ::1
+        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 || lo > 1 => Some(tail),
+        // NAT64 well-known prefix (RFC 6052): 64:ff9b::a.b.c.d
+        [0x0064, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
+        // 6to4 (RFC 3056): 2002:aabb:ccdd::/48
+        [0x2002, hi, lo, ..] => Some(std::net::Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        )),
+        _ => None,
     }
 }
 
@@ -251,6 +338,21 @@ mod tests {
             "http://localhost:8080/",
             "http://[fd00::1]/",
             "http://100.64.0.1/",
+            "http://0.1.2.3/",
+            "http://198.18.0.1/",
+            "http://240.0.0.1/",
+            "http://224.0.0.1/",
+            "http://[ff02::1]/",
+            "http://[fec0::1]/",
+            // IPv4 inside IPv6: mapped, SIIT, compatible, NAT64, 6to4.
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:0:10.0.0.1]/",
+            "http://[::169.254.169.254]/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[2002:7f00:1::]/",
+            "http://[2002:c0a8:101::1]/",
+            "http://[2001:0:4136:e378::1]/",
         ] {
             assert!(!url_allowed(url, true), "{url}");
             assert!(url_allowed(url, false), "{url}");
@@ -259,6 +361,9 @@ mod tests {
             "https://grafana.example.com/",
             "http://8.8.8.8/",
             "http://[2001:4860::8888]/",
+            "http://[64:ff9b::808:808]/",
+            "http://[2002:808:808::1]/",
+            "http://[::ffff:8.8.8.8]/",
         ] {
             assert!(url_allowed(url, true), "{url}");
         }

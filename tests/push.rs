@@ -15,6 +15,7 @@ both_stores!(
     suspended_licenses_are_not_pushed,
     failures_back_off_visibly,
     private_addresses_are_refused_when_asked,
+    a_removal_refused_for_good_is_not_retried,
 );
 
 /// Every `POST .../api/licensing/token`: (authorization header, token).
@@ -25,7 +26,15 @@ async fn receiver(status: u16) -> (String, Got) {
     let g = got.clone();
     let app = axum::Router::new().route(
         "/api/licensing/token",
-        axum::routing::post(move |headers: HeaderMap, body: axum::Json<Value>| {
+        axum::routing::delete(|| async {
+            // An instance that cannot drop its license (as a Consul with no
+            // built-in one once answered).
+            (
+                axum::http::StatusCode::CONFLICT,
+                axum::Json(json!({"message": "no built-in license to reset to"})),
+            )
+        })
+        .post(move |headers: HeaderMap, body: axum::Json<Value>| {
             let g = g.clone();
             async move {
                 let auth = headers
@@ -37,7 +46,8 @@ async fn receiver(status: u16) -> (String, Got) {
                 g.lock().expect("lock").push((auth, token));
                 (
                     axum::http::StatusCode::from_u16(status).expect("status"),
-                    axum::Json(json!({})),
+                    // What an internal service might answer: never kept.
+                    axum::Json(json!({"internal": "db-password=hunter2"})),
                 )
             }
         }),
@@ -199,10 +209,9 @@ async fn failures_back_off_visibly(backend: Backend) {
         .get(&format!("/api/licenses/{lid}/instances/{id}"))
         .await;
     assert_eq!(inst["push_attempts"], 1);
-    assert!(
-        inst["push_last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("503")),
+    // The status and its reason, never what the peer answered.
+    assert_eq!(
+        inst["push_last_error"], "HTTP 503 Service Unavailable",
         "{inst}"
     );
     let next = inst["push_next_at"].as_str().expect("next attempt");
@@ -258,6 +267,47 @@ async fn private_addresses_are_refused_when_asked(backend: Backend) {
             .as_str()
             .is_some_and(|e| e.contains("private")),
         "{inst}"
+    );
+    app.stop().await;
+}
+
+async fn a_removal_refused_for_good_is_not_retried(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (lid, id, _) = push_instance(&app, 200).await;
+    assert_eq!(run(&app).await.delivered, 1, "the first token");
+    let (s, _) = app
+        .post(&format!("/api/licenses/{lid}/revoke"), json!({}))
+        .await;
+    assert_eq!(s, 200);
+    // The instance answers the removal 409: a permanent refusal.
+    let stats = run(&app).await;
+    assert_eq!((stats.delivered, stats.failed), (0, 1));
+    let (_, inst) = app
+        .get(&format!("/api/licenses/{lid}/instances/{id}"))
+        .await;
+    assert!(
+        inst["push_last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("HTTP 409 Conflict") && e.contains("not retried")),
+        "{inst}"
+    );
+    assert_eq!(inst["push_next_at"], Value::Null, "{inst}");
+    assert_eq!(inst["push_at_risk"], true, "a person should look: {inst}");
+    assert_eq!(inst["removal_pending"], true, "{inst}");
+    // Not retried, run after run.
+    assert_eq!(run(&app).await, charter::push::RunStats::default());
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("charter_push_instances_at_risk 1"),
+        "the at-risk gauge counts it"
     );
     app.stop().await;
 }

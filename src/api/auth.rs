@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -232,6 +232,8 @@ pub struct AdminAuth {
     hash: String,
     /// SHA-256 of passwords already verified, so argon2 runs once per password.
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// Bounds the argon2 checks running at once (memory).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AdminAuth {
@@ -245,6 +247,7 @@ impl AdminAuth {
             user,
             hash,
             verified: Mutex::new(HashSet::new()),
+            hashing: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_HASHES)),
         }
     }
 
@@ -330,12 +333,24 @@ pub fn sa_token_hash(token: &str) -> String {
         .collect()
 }
 
-/// Failed authentications per client address: after [`AuthLimiter::MAX_FAILURES`]
-/// within [`AuthLimiter::WINDOW`], that address gets 429 until the window ends.
+/// Failed authentications, limited per client address and account (the
+/// user name of HTTP Basic, or "bearer" for tokens): after
+/// [`AuthLimiter::MAX_FAILURES`] within [`AuthLimiter::WINDOW`] that account
+/// gets 429 from that address until the window ends, even with the right
+/// password, while other accounts from the same address still work (a
+/// shared proxy address no longer locks everyone out). An address that
+/// fails [`AuthLimiter::MAX_ADDRESS_FAILURES`] times over all accounts is
+/// refused whole, so spraying user names does not multiply its guesses.
+///
+/// Each attempt is counted *before* its password is checked and refunded
+/// when it succeeds, so a hundred guesses sent at once cannot all be
+/// checked before the first failure is counted.
 pub struct AuthLimiter {
     max_failures: u32,
+    max_address_failures: u32,
     window: Duration,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    failures: Mutex<HashMap<(IpAddr, String), (Instant, u32)>>,
+    by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl Default for AuthLimiter {
@@ -344,51 +359,105 @@ impl Default for AuthLimiter {
     }
 }
 
+/// Counts in a window: `(start, count)` per key, a window restarting once
+/// it has passed; pruned when the map grows large.
+fn bump<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, (Instant, u32)>,
+    key: K,
+    window: Duration,
+    by: i32,
+) {
+    if map.len() >= AuthLimiter::MAX_TRACKED {
+        map.retain(|_, (since, _)| since.elapsed() < window);
+    }
+    let entry = map.entry(key).or_insert((Instant::now(), 0));
+    if entry.0.elapsed() >= window {
+        *entry = (Instant::now(), 0);
+    }
+    entry.1 = entry.1.saturating_add_signed(by);
+}
+
+fn blocked<K: std::hash::Hash + Eq>(
+    map: &HashMap<K, (Instant, u32)>,
+    key: &K,
+    max: u32,
+    window: Duration,
+) -> Option<u64> {
+    match map.get(key) {
+        Some((since, n)) if *n >= max => {
+            let left = window.saturating_sub(since.elapsed());
+            (!left.is_zero()).then(|| left.as_secs().max(1))
+        }
+        _ => None,
+    }
+}
+
 impl AuthLimiter {
     pub const MAX_FAILURES: u32 = 10;
     pub const WINDOW: Duration = Duration::from_secs(300);
-    /// Addresses remembered at most; older windows are dropped first.
+    /// Failures one address may have over all accounts in a window.
+    pub const MAX_ADDRESS_FAILURES: u32 = 100;
+    /// Keys remembered at most; older windows are dropped first.
     const MAX_TRACKED: usize = 100_000;
 
     pub fn new(max_failures: u32, window: Duration) -> Self {
         AuthLimiter {
             max_failures,
+            max_address_failures: Self::MAX_ADDRESS_FAILURES.max(max_failures),
             window,
             failures: Mutex::new(HashMap::new()),
+            by_address: Mutex::new(HashMap::new()),
         }
     }
 
-    /// `Err(seconds to wait)` when the address has failed too often.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        let Ok(map) = self.failures.lock() else {
+    /// Counts an attempt at `account` from `ip` as a failure until
+    /// [`AuthLimiter::succeeded`] refunds it; `Err(seconds to wait)` (and
+    /// nothing counted) when the account or the address has failed too often.
+    pub fn attempt(&self, ip: IpAddr, account: &str) -> Result<(), u64> {
+        let (Ok(mut failures), Ok(mut by_address)) = (self.failures.lock(), self.by_address.lock())
+        else {
             return Ok(());
         };
-        match map.get(&ip) {
-            Some((since, n)) if *n >= self.max_failures => {
-                let left = self.window.saturating_sub(since.elapsed());
-                if left.is_zero() {
-                    Ok(())
-                } else {
-                    Err(left.as_secs().max(1))
-                }
-            }
-            _ => Ok(()),
+        let key = (ip, account.to_string());
+        if let Some(wait) = blocked(&failures, &key, self.max_failures, self.window)
+            .or_else(|| blocked(&by_address, &ip, self.max_address_failures, self.window))
+        {
+            return Err(wait);
         }
+        bump(&mut failures, key, self.window, 1);
+        bump(&mut by_address, ip, self.window, 1);
+        Ok(())
     }
 
-    pub fn failed(&self, ip: IpAddr) {
-        let Ok(mut map) = self.failures.lock() else {
+    /// The attempt succeeded: it is not a failure after all.
+    pub fn succeeded(&self, ip: IpAddr, account: &str) {
+        let (Ok(mut failures), Ok(mut by_address)) = (self.failures.lock(), self.by_address.lock())
+        else {
             return;
         };
-        if map.len() >= Self::MAX_TRACKED {
-            let window = self.window;
-            map.retain(|_, (since, _)| since.elapsed() < window);
-        }
-        let entry = map.entry(ip).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= self.window {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
+        bump(&mut failures, (ip, account.to_string()), self.window, -1);
+        bump(&mut by_address, ip, self.window, -1);
+    }
+}
+
+/// Password checks (argon2, ~19 MiB and tens of ms each) running at once,
+/// at most; beyond them a login is answered 503 at once instead of queueing
+/// memory. The admin's own password is checked once and then remembered.
+const CONCURRENT_HASHES: usize = 2;
+
+/// The account an `Authorization` value tries, for the failure limit: the
+/// HTTP Basic user name (at most 64 characters), or "bearer".
+fn account_of(scheme: &str, value: &str) -> String {
+    if scheme.eq_ignore_ascii_case("basic") {
+        let user = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.split_once(':').map(|(u, _)| u.chars().take(64).collect::<String>()))
+            .unwrap_or_default();
+        format!("basic:{user}")
+    } else {
+        "bearer".to_string()
     }
 }
 
@@ -418,12 +487,24 @@ async fn authenticate(
         let ok = match state.admin.check_cached(user, password) {
             Some(ok) => ok.then(|| user.to_string()),
             None => {
+                let Ok(permit) = state.admin.hashing.clone().try_acquire_owned() else {
+                    let mut e = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many logins in progress; retry in a second",
+                    );
+                    e.retry_after = Some(1);
+                    return Err(e);
+                };
                 let admin = state.admin.clone();
                 let (user, password) = (user.to_string(), password.to_string());
                 // argon2 is deliberately slow: keep it off the async workers.
-                tokio::task::spawn_blocking(move || admin.check(&user, &password).then_some(user))
-                    .await
-                    .map_err(ApiError::internal)?
+                tokio::task::spawn_blocking(move || {
+                    let ok = admin.check(&user, &password).then_some(user);
+                    drop(permit);
+                    ok
+                })
+                .await
+                .map_err(ApiError::internal)?
             }
         };
         Ok(ok.map(|user| Identity::Admin { user }))
@@ -494,8 +575,16 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let ip = client_ip(parts);
-        let key = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if let Err(wait) = state.auth_limiter.check(key) {
+        let addr = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        // Missing credentials are no attempt: nothing is counted.
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(unauthorized)?;
+        let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
+        let account = account_of(scheme, value);
+        if let Err(wait) = state.auth_limiter.attempt(addr, &account) {
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many failed authentication attempts; retry later",
@@ -503,27 +592,24 @@ impl FromRequestParts<AppState> for Principal {
             e.retry_after = Some(wait);
             return Err(e);
         }
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(unauthorized)?;
-        let identity = match header.split_once(' ') {
-            Some((scheme, value)) => authenticate(state, scheme, value).await?,
-            None => None,
+        let identity = match authenticate(state, scheme, value).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                // Not the caller's failure (busy, or the database is down).
+                state.auth_limiter.succeeded(addr, &account);
+                return Err(e);
+            }
         };
         match identity {
-            // A success does not reset the count: one valid credential
-            // must not buy unlimited guesses at another.
             Some(identity) => {
+                state.auth_limiter.succeeded(addr, &account);
                 let p = Principal { identity, ip };
                 // The request's access line says who it was.
                 tracing::Span::current().record("by", p.name());
                 Ok(p)
             }
             None => {
-                state.auth_limiter.failed(key);
-                tracing::info!(client = %key, "authentication failed");
+                tracing::info!(client = %addr, "authentication failed");
                 record_failure(state, header, ip).await;
                 Err(unauthorized())
             }
@@ -566,15 +652,41 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let other: IpAddr = "192.0.2.2".parse().expect("ip");
         for _ in 0..3 {
-            assert!(limiter.check(ip).is_ok());
-            limiter.failed(ip);
+            assert!(limiter.attempt(ip, "basic:admin").is_ok());
         }
-        assert_eq!(limiter.check(ip), Err(1));
-        assert!(limiter.check(other).is_ok(), "per address");
+        assert_eq!(limiter.attempt(ip, "basic:admin"), Err(1));
+        assert!(limiter.attempt(other, "basic:admin").is_ok(), "per address");
+        assert!(limiter.attempt(ip, "bearer").is_ok(), "per account");
         std::thread::sleep(Duration::from_millis(250));
-        assert!(limiter.check(ip).is_ok(), "the window ended");
-        limiter.failed(ip);
-        assert!(limiter.check(ip).is_ok(), "a new window starts from zero");
+        assert!(limiter.attempt(ip, "basic:admin").is_ok(), "the window ended");
+        assert!(limiter.attempt(ip, "basic:admin").is_ok(), "a new window starts from zero");
+    }
+
+    #[test]
+    fn attempts_count_before_the_check_and_successes_are_refunded() {
+        let limiter = AuthLimiter::new(3, Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        // Three in flight at once use up the allowance before any is checked.
+        for _ in 0..3 {
+            assert!(limiter.attempt(ip, "basic:admin").is_ok());
+        }
+        assert!(limiter.attempt(ip, "basic:admin").is_err());
+        // Two of them were right: refunded.
+        limiter.succeeded(ip, "basic:admin");
+        limiter.succeeded(ip, "basic:admin");
+        assert!(limiter.attempt(ip, "basic:admin").is_ok());
+        assert!(limiter.attempt(ip, "basic:admin").is_ok());
+        assert!(limiter.attempt(ip, "basic:admin").is_err());
+    }
+
+    #[test]
+    fn an_address_spraying_accounts_is_refused_whole() {
+        let limiter = AuthLimiter::new(10, Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        for n in 0..AuthLimiter::MAX_ADDRESS_FAILURES {
+            assert!(limiter.attempt(ip, &format!("basic:user{n}")).is_ok(), "{n}");
+        }
+        assert!(limiter.attempt(ip, "basic:someone-else").is_err());
     }
 
     #[test]

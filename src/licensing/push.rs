@@ -17,7 +17,7 @@ use super::tokens::{Request, StoreOrSign, issue};
 use super::{Actor, Licensing, Result};
 use crate::db::{PushJob, PushOutcome, Recipient};
 use crate::domain::{Instance, License, TokenReason, check_renewable};
-use crate::push::{RunStats, backoff, send_removal, send_token, url_allowed};
+use crate::push::{Failure, RunStats, backoff, send_removal, send_token, url_allowed};
 
 /// Claims and processes every due instance, a batch at a time. Returns at
 /// once when another run of this process is in progress.
@@ -97,7 +97,7 @@ async fn process(ctx: &Licensing, job: PushJob) -> bool {
             let sealed = job.credentials.as_deref();
             deliver(ctx, &i, l.as_ref(), sealed, t, &mut pending).await
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(Failure::other(e.to_string())),
     };
     let delivered = outcome.is_ok();
     ctx.metrics
@@ -136,12 +136,32 @@ async fn process(ctx: &Licensing, job: PushJob) -> bool {
 fn failed(
     ctx: &Licensing,
     i: &Instance,
-    error: String,
+    failure: Failure,
     warn_days: i64,
     pending: Option<String>,
     t: i64,
 ) -> PushOutcome {
     let attempts = i.push_attempts + 1;
+    if i.removal_pending && failure.is_permanent() {
+        // The instance refuses the removal for good (say, a Consul with no
+        // built-in license to fall back to): retrying cannot help. Stop,
+        // and leave it marked at risk for a person; its revocation still
+        // reaches it through the revocation list it polls.
+        let error = format!("{failure}; the removal was refused, not retried");
+        tracing::warn!(lid = %i.lid, instance = %i.url, error = %error,
+            "an instance refused the removal of a revoked license");
+        return PushOutcome {
+            push_next_at: None,
+            push_attempts: attempts,
+            push_last_error: Some(error),
+            push_last_ok_at: i.push_last_ok_at,
+            push_at_risk: true,
+            removal_pending: true,
+            push_pending_jti: pending,
+            token_expires_at: i.token_expires_at,
+        };
+    }
+    let error = failure.to_string();
     let at_risk = i
         .token_expires_at
         .is_none_or(|exp| t >= exp - warn_days * DAY);
@@ -171,19 +191,21 @@ async fn deliver(
     sealed: Option<&str>,
     t: i64,
     pending: &mut Option<String>,
-) -> Result<PushOutcome, String> {
+) -> Result<PushOutcome, Failure> {
     let credentials = match sealed {
         None => None,
         Some(s) => {
             let sealer = ctx
                 .sealer
                 .as_ref()
-                .ok_or("no credentials.key to decrypt the credentials")?;
-            Some(sealer.open(s).map_err(|e| e.to_string())?)
+                .ok_or_else(|| Failure::other("no credentials.key to decrypt the credentials"))?;
+            Some(sealer.open(s).map_err(|e| Failure::other(e.to_string()))?)
         }
     };
     if !url_allowed(&i.url, ctx.pusher.config.refuse_private) {
-        return Err("refused: the instance URL is a private or loopback address".into());
+        return Err(Failure::other(
+            "refused: the instance URL is a private or loopback address",
+        ));
     }
     let http = &ctx.pusher.http;
     let mut done = PushOutcome {
@@ -201,11 +223,15 @@ async fn deliver(
         tracing::info!(lid = %i.lid, instance = %i.url, "revocation delivered");
         return Ok(done);
     }
-    let license = license.ok_or("license is gone")?;
-    check_renewable(license, t).map_err(|e| e.to_string())?;
+    let license = license.ok_or_else(|| Failure::other("license is gone"))?;
+    check_renewable(license, t).map_err(|e| Failure::other(e.to_string()))?;
     // Redeliver a token issued for an earlier attempt, if still good.
     let stored = match pending.as_deref() {
-        Some(jti) => ctx.store.get_token(jti).await.map_err(|e| e.to_string())?,
+        Some(jti) => ctx
+            .store
+            .get_token(jti)
+            .await
+            .map_err(|e| Failure::other(e.to_string()))?,
         None => None,
     };
     let (token, iat, exp) = match stored.filter(|p| p.exp > t + 60) {
@@ -215,8 +241,8 @@ async fn deliver(
                 .store
                 .get_account(&license.account_id)
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or("account is gone")?;
+                .map_err(|e| Failure::other(e.to_string()))?
+                .ok_or_else(|| Failure::other("account is gone"))?;
             let req = Request {
                 license,
                 account: &account,
@@ -230,7 +256,7 @@ async fn deliver(
             event.detail = Some(json!({"lid": i.lid, "instance": i.url}));
             let (token, claims) = issue(ctx, req, event, t)
                 .await
-                .map_err(|e: StoreOrSign| format!("cannot issue: {e}"))?;
+                .map_err(|e: StoreOrSign| Failure::other(format!("cannot issue: {e}")))?;
             ctx.metrics.token_issued("push");
             *pending = Some(claims.jti.clone());
             (token, claims.iat, claims.exp)

@@ -138,8 +138,9 @@ pub async fn audit_trail(backend: Backend) {
     app.stop().await;
 }
 
-/// After ten failures an address gets 429 with Retry-After, even with good
-/// credentials; the answers never say which part was wrong.
+/// After ten failures an account gets 429 with Retry-After from that
+/// address, even with good credentials, while other accounts from the same
+/// address still work; the answers never say which part was wrong.
 pub async fn failed_auth_rate_limit(backend: Backend) {
     let app = TestApp::start(backend).await;
     let wrong_user = Auth::Basic("nobody".into(), common::ADMIN.1.into());
@@ -162,10 +163,25 @@ pub async fn failed_auth_rate_limit(backend: Backend) {
             .await;
         assert_eq!(s, 401);
     }
-    for i in 2..10 {
+    for i in 0..10 {
         let bad = Auth::Bearer(format!("chr_sa_guess{i}"));
         let (s, _) = app.call(&bad, Method::GET, "/api/products", None).await;
         assert_eq!(s, 401, "failure {i}");
+    }
+    // Bearer guesses locked bearer tokens from this address, not the admin.
+    let (s, _) = app
+        .call(&Auth::Bearer("chr_sa_guess-more".into()), Method::GET, "/api/products", None)
+        .await;
+    assert_eq!(s, 429, "bearer tokens from this address are locked");
+    let (s, _) = app.call(&Auth::Admin, Method::GET, "/api/products", None).await;
+    assert_eq!(s, 200, "another account from the same address still works");
+    // Nine more wrong admin passwords (one above): the admin is locked,
+    // even with the right password.
+    for i in 0..9 {
+        let (s, _) = app
+            .call(&wrong_password, Method::GET, "/api/products", None)
+            .await;
+        assert_eq!(s, 401, "admin failure {i}");
     }
     let res = app
         .request(&Auth::Admin, Method::GET, "/api/products")

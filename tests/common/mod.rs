@@ -78,6 +78,8 @@ impl Data {
             admin_password: Some(ADMIN.1.into()),
             // Tests run the push job themselves (`charter::licensing::push::run_once`).
             push_interval_secs: Some(0),
+            // Their instances and receivers listen on loopback.
+            push_allow_private: true,
             ..Default::default()
         };
         change(&mut args);

@@ -106,6 +106,8 @@ pub fn issuer(dir: &Path, database_url: &str, extra: &[&str]) -> Proc {
     cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
         .args(["--keys-dir", &dir.join("keys").to_string_lossy()])
+        // Instances and receivers in tests listen on loopback.
+        .arg("--push-allow-private")
         .args(extra)
         .env("CHARTER_ADMIN_PASSWORD", super::ADMIN.1);
     spawn(cmd, dir)
