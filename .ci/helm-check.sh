@@ -133,6 +133,123 @@ expect_fail no-database "database.existingSecret or database.url is required" --
 expect_fail no-keys "at '/keys/existingSecret': minLength" --set keys.existingSecret=
 expect_fail schema-log-format "value must be one of 'json', 'text'" --set config.logFormat=xml
 expect_fail schema-unknown-value "additional properties 'replicas' not allowed" --set replicas=3
+# Behind the Ingress every client has the controller's address: trusted
+# proxies are required, or an explicit statement that none are needed.
+expect_fail ingress-without-trusted-proxies "config.trustedProxies is required with ingress.enabled" \
+  --set ingress.enabled=true
+expect_fail schema-egress-cidr "at '/networkPolicy/egress/extraCidrs/0'" \
+  --set 'networkPolicy.egress.extraCidrs={example.com}'
+
+# Security settings as rendered: the Ingress with trusted proxies (or with
+# none, explicitly), the push private-address switch, the NetworkPolicy's
+# egress, and pod annotations that roll on a secret's change without
+# revealing it, the same on every render.
+render() { # render NAME RELEASE HELM-ARGS...: renders into $OUT/security-NAME.yaml
+  local name=$1 release=$2
+  shift 2
+  "$HELM" template "$release" "$CHART" --namespace charter "$@" >"$OUT/security-$name.yaml"
+}
+security_renders() {
+  local secrets=(--set database.url=postgres://charter:hunter2@db:5432/charter --set admin.password=hunter2)
+  render ingress-proxies charter --set ingress.enabled=true --set config.trustedProxies=10.0.0.0/8
+  render ingress-not-needed charter --set ingress.enabled=true --set config.trustedProxiesNotNeeded=true
+  render default charter
+  render push-private charter --set config.pushAllowPrivate=true
+  render egress charter --set networkPolicy.enabled=true --set 'networkPolicy.egress.extraCidrs={192.168.50.0/24}'
+  render egress-off charter --set networkPolicy.enabled=true --set networkPolicy.egress.enabled=false
+  render secrets charter "${secrets[@]}"
+  render secrets-again charter "${secrets[@]}"
+  render secrets-changed charter \
+    --set database.url=postgres://charter:hunter3@db:5432/charter --set admin.password=hunter3
+  render secrets-other-release other "${secrets[@]}"
+  "$VENV/bin/python" - "$OUT" <<'EOF'
+import hashlib, ipaddress, json, sys, yaml
+out = sys.argv[1]
+def docs(name):
+    with open(f"{out}/security-{name}.yaml") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+def one(name, kind):
+    found = [d for d in docs(name) if d["kind"] == kind]
+    assert len(found) == 1, f"{name}: {len(found)} {kind}"
+    return found[0]
+def env(name):
+    c = one(name, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in c["env"]}
+def annotations(name):
+    return one(name, "Deployment")["spec"]["template"]["metadata"].get("annotations", {})
+problems = []
+def check(ok, message):
+    if not ok:
+        problems.append(message)
+
+# The Ingress: with trusted proxies they reach the pods; with none, only explicitly.
+check(env("ingress-proxies").get("CHARTER_TRUSTED_PROXIES") == "10.0.0.0/8", "trustedProxies not passed on")
+check("CHARTER_TRUSTED_PROXIES" not in env("ingress-not-needed"), "trustedProxiesNotNeeded set trusted proxies")
+check(any(d["kind"] == "Ingress" for d in docs("ingress-not-needed")), "no Ingress with trustedProxiesNotNeeded")
+
+# Pushes to private addresses: refused unless asked.
+check("CHARTER_PUSH_ALLOW_PRIVATE" not in env("default"), "pushes to private addresses allowed by default")
+check(env("push-private").get("CHARTER_PUSH_ALLOW_PRIVATE") == "true", "config.pushAllowPrivate not passed on")
+
+# Egress: DNS, the database, public addresses, the extra CIDRs; nothing open.
+policy = one("egress", "NetworkPolicy")["spec"]
+check(policy["policyTypes"] == ["Ingress", "Egress"], f"policyTypes {policy['policyTypes']}")
+rules = policy.get("egress", [])
+check(all(r.get("to") or r.get("ports") for r in rules), "an egress rule allows everything")
+def ports(rule):
+    return {(p.get("port"), p.get("protocol", "TCP")) for p in rule.get("ports", [])}
+check(any(ports(r) == {(53, "UDP"), (53, "TCP")} and not r.get("to") for r in rules), "no DNS rule")
+check(any(ports(r) == {(5432, "TCP")} for r in rules), "no database rule")
+blocks = [p["ipBlock"] for r in rules if not r.get("ports") for p in r.get("to", []) if "ipBlock" in p]
+public = {b["cidr"]: set(b.get("except", [])) for b in blocks}
+must_except = {
+    "0.0.0.0/0": {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                  "169.254.0.0/16", "127.0.0.0/8", "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4"},
+    "::/0": {"::/8", "fc00::/7", "fe80::/10", "ff00::/8", "2002::/16"},
+}
+for cidr, needed in must_except.items():
+    got = public.get(cidr)
+    check(got is not None, f"no rule for public {cidr}")
+    check(needed <= (got or set()), f"{cidr} does not except {sorted(needed - (got or set()))}")
+    net = ipaddress.ip_network(cidr)
+    for e in got or ():
+        inner = ipaddress.ip_network(e)
+        check(inner.version == net.version and inner.subnet_of(net) and inner != net,
+              f"{e} is not strictly inside {cidr}")
+check(public.get("192.168.50.0/24") == set(), "networkPolicy.egress.extraCidrs not allowed")
+check("Egress" not in one("egress-off", "NetworkPolicy")["spec"]["policyTypes"],
+      "egress.enabled=false still restricts egress")
+
+# Pod annotations: deterministic, change with the secret, salted per
+# release, and no plain hash of a secret value or of the rendered Secret.
+first, again, changed, other = (annotations(n) for n in
+                                ("secrets", "secrets-again", "secrets-changed", "secrets-other-release"))
+check(first == again, "pod annotations differ between two renders")
+for key in ("checksum/database", "checksum/admin"):
+    check(key in first, f"no {key}")
+    check(first.get(key) != changed.get(key), f"{key} does not change with the secret")
+    check(first.get(key) != other.get(key), f"{key} is the same in another release (not salted)")
+url = "postgres://charter:hunter2@db:5432/charter"
+admin = {"existingSecret": "", "existingSecretKey": "password", "password": "hunter2", "user": "admin"}
+plain = {hashlib.sha256(v.encode()).hexdigest()
+         for v in ("hunter2", url, json.dumps(admin, separators=(",", ":"), sort_keys=True))}
+# The rendered templates, as `include ... | sha256sum` would hash them.
+with open(f"{out}/security-secrets.yaml") as f:
+    for part in f.read().split("---\n"):
+        body = part.split("\n", 1)[-1]
+        for text in (body, "\n" + body, body.strip(), "\n" + body.rstrip("\n")):
+            plain.add(hashlib.sha256(text.encode()).hexdigest())
+for key, value in first.items():
+    check(value not in plain, f"{key} is a plain hash of a secret")
+    check("hunter2" not in value, f"{key} holds the secret")
+
+for p in problems:
+    print(p)
+print(f"{len(problems)} problem(s) in {len(first)} annotations, {len(rules)} egress rules")
+sys.exit(1 if problems else 0)
+EOF
+}
+check security-settings security_renders
 
 # helm/charter/README.md documents every value of values.yaml, and no other.
 check values-documented "$VENV/bin/python" - "$CHART" <<'EOF'

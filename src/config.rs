@@ -44,6 +44,12 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes [default: 65536].
     #[arg(long, env = "CHARTER_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Longest a request may take, body included, before it gets 408 [default: 30].
+    #[arg(long, env = "CHARTER_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Connections open at once; more wait to be accepted [default: 4096].
+    #[arg(long, env = "CHARTER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// `text` or `json` [default: text].
     #[arg(long, env = "CHARTER_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -72,7 +78,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CHARTER_PUSH_BACKOFF_MAX_SECS")]
     pub push_backoff_max_secs: Option<u64>,
     /// Allow pushes to loopback, private, link-local and other special addresses (demos and tests only; refused by default).
-    #[arg(long, env = "CHARTER_PUSH_ALLOW_PRIVATE", conflicts_with = "push_refuse_private")]
+    #[arg(
+        long,
+        env = "CHARTER_PUSH_ALLOW_PRIVATE",
+        conflicts_with = "push_refuse_private"
+    )]
     #[serde(default)]
     pub push_allow_private: bool,
     /// Deprecated: refusing private addresses is the default now.
@@ -119,6 +129,7 @@ pub struct Config {
     pub renew_grace_days: i64,
     pub token_ttl_days: i64,
     pub max_body_bytes: usize,
+    pub http: crate::http::Limits,
     pub json_logs: bool,
     pub migrate: bool,
     pub shutdown_grace: std::time::Duration,
@@ -152,6 +163,8 @@ impl ServeArgs {
             renew_grace_days,
             token_ttl_days,
             max_body_bytes,
+            request_timeout_secs,
+            max_connections,
             log_format,
             shutdown_grace_secs,
             shutdown_drain_secs,
@@ -204,6 +217,22 @@ impl Config {
         }
         if a.admin_password.as_deref().is_some_and(|p| p.len() < 8) {
             bail!("admin_password must have at least 8 characters");
+        }
+        let http = crate::http::Limits {
+            request_timeout: std::time::Duration::from_secs(a.request_timeout_secs.unwrap_or(30)),
+            max_connections: a.max_connections.unwrap_or(4096),
+        };
+        if !(1..=3600).contains(&http.request_timeout.as_secs()) {
+            bail!(
+                "request_timeout_secs must be between 1 and 3600, not {}",
+                http.request_timeout.as_secs()
+            );
+        }
+        if !(1..=1_000_000).contains(&http.max_connections) {
+            bail!(
+                "max_connections must be between 1 and 1000000, not {}",
+                http.max_connections
+            );
         }
         if a.push_allow_private && a.push_refuse_private {
             bail!("push_allow_private and push_refuse_private contradict each other");
@@ -260,6 +289,7 @@ impl Config {
             renew_grace_days,
             token_ttl_days,
             max_body_bytes: a.max_body_bytes.unwrap_or(64 * 1024),
+            http,
             json_logs,
             migrate: !a.no_migrate,
             shutdown_grace: std::time::Duration::from_secs(a.shutdown_grace_secs.unwrap_or(25)),

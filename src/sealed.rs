@@ -1,6 +1,11 @@
 //! Push credentials encrypted at rest: AES-256-GCM with a key kept in the
 //! keys directory (`credentials.key`, 32 random bytes, mode 0600), never in
-//! the database. A sealed value is `v1:` + base64(nonce || ciphertext+tag).
+//! the database. A sealed value is `v2:` + base64(nonce || ciphertext+tag),
+//! sealed with associated data naming its instance (id and URL): a blob
+//! copied to another instance's row does not open there, so one customer's
+//! password cannot be sent to another URL. Values sealed before (`v1:`,
+//! no associated data) still open, and are sealed anew with their
+//! instance when their credentials change.
 
 use std::path::Path;
 
@@ -65,22 +70,34 @@ impl Sealer {
         }))
     }
 
-    pub fn seal(&self, c: &Credentials) -> anyhow::Result<String> {
+    /// Seals `c` for the instance `instance_id` at `url`.
+    pub fn seal(&self, c: &Credentials, instance_id: &str, url: &str) -> anyhow::Result<String> {
         let mut data = serde_json::to_vec(c)?;
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let aad = bound_to(instance_id, url);
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut data,
+            )
             .map_err(|_| anyhow::anyhow!("encryption failed"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&data);
-        Ok(format!("v1:{}", STANDARD.encode(out)))
+        Ok(format!("v2:{}", STANDARD.encode(out)))
     }
 
-    pub fn open(&self, sealed: &str) -> anyhow::Result<Credentials> {
-        let raw = sealed
-            .strip_prefix("v1:")
-            .and_then(|b| STANDARD.decode(b).ok())
+    /// Opens credentials sealed for the instance `instance_id` at `url`.
+    pub fn open(&self, sealed: &str, instance_id: &str, url: &str) -> anyhow::Result<Credentials> {
+        let (raw, aad) = match sealed.split_once(':') {
+            Some(("v2", b)) => (b, bound_to(instance_id, url)),
+            Some(("v1", b)) => (b, String::new()),
+            _ => anyhow::bail!("sealed credentials are malformed"),
+        };
+        let raw = STANDARD
+            .decode(raw)
+            .ok()
             .filter(|b| b.len() > NONCE_LEN)
             .ok_or_else(|| anyhow::anyhow!("sealed credentials are malformed"))?;
         let (nonce, rest) = raw.split_at(NONCE_LEN);
@@ -89,10 +106,19 @@ impl Sealer {
         let mut data = rest.to_vec();
         let plain = self
             .key
-            .open_in_place(nonce, Aad::empty(), &mut data)
-            .map_err(|_| anyhow::anyhow!("credentials do not decrypt with this credentials.key"))?;
+            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut data)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "credentials do not decrypt with this credentials.key for this instance"
+                )
+            })?;
         Ok(serde_json::from_slice(plain)?)
     }
+}
+
+/// The associated data of an instance's credentials.
+fn bound_to(instance_id: &str, url: &str) -> String {
+    format!("charter-push-credentials\n{instance_id}\n{url}")
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -123,11 +149,12 @@ mod tests {
             username: "admin".into(),
             password: "s3cret-pw".into(),
         };
-        let sealed = sealer.seal(&c).expect("seal");
+        let (id, url) = ("inst-1", "https://a.example.com/");
+        let sealed = sealer.seal(&c, id, url).expect("seal");
         assert!(!sealed.contains("s3cret"), "{sealed}");
-        assert_eq!(sealer.open(&sealed).expect("open"), c);
+        assert_eq!(sealer.open(&sealed, id, url).expect("open"), c);
         assert_ne!(
-            sealer.seal(&c).expect("seal"),
+            sealer.seal(&c, id, url).expect("seal"),
             sealed,
             "a fresh nonce each time"
         );
@@ -135,15 +162,44 @@ mod tests {
         let again = Sealer::load_or_create(dir.path())
             .expect("ok")
             .expect("loaded");
-        assert_eq!(again.open(&sealed).expect("open"), c);
+        assert_eq!(again.open(&sealed, id, url).expect("open"), c);
         // Another key cannot open it; tampering is detected.
         let other = Sealer::load_or_create(tempfile::tempdir().expect("dir").path())
             .expect("ok")
             .expect("created");
-        assert!(other.open(&sealed).is_err());
+        assert!(other.open(&sealed, id, url).is_err());
         let mut bad = sealed.clone();
         bad.replace_range(10..11, if &sealed[10..11] == "A" { "B" } else { "A" });
-        assert!(sealer.open(&bad).is_err());
+        assert!(sealer.open(&bad, id, url).is_err());
         assert_eq!(format!("{c:?}"), "Basic(admin, [redacted])");
+    }
+
+    #[test]
+    fn credentials_copied_to_another_instance_do_not_open() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sealer = Sealer::load_or_create(dir.path())
+            .expect("ok")
+            .expect("created");
+        let c = Credentials::Bearer {
+            token: "customer-a-secret".into(),
+        };
+        let sealed = sealer
+            .seal(&c, "inst-a", "https://a.example.com/")
+            .expect("seal");
+        assert!(
+            sealer
+                .open(&sealed, "inst-b", "https://b.example.com/")
+                .is_err()
+        );
+        assert!(
+            sealer
+                .open(&sealed, "inst-a", "https://evil.example.com/")
+                .is_err()
+        );
+        assert!(
+            sealer
+                .open(&sealed, "inst-a", "https://a.example.com/")
+                .is_ok()
+        );
     }
 }

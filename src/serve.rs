@@ -260,16 +260,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let app = api::router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .await
-    });
+    let limits = state.config.http;
+    let task = tokio::spawn(crate::http::serve(listener, app, limits, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
     let scheduler = start_push_job(&state).await?;
     Ok(Server {
         addr,

@@ -77,6 +77,9 @@ async fn parallel_bad_logins_stay_within_the_limit_and_memory_stays_flat() {
         grown_mib < 64,
         "RSS grew {grown_mib} MiB ({before} -> {after} KiB): {statuses:?}"
     );
-    assert!(unauthorized >= 1, "wrong passwords are still answered: {statuses:?}");
+    assert!(
+        unauthorized >= 1,
+        "wrong passwords are still answered: {statuses:?}"
+    );
     issuer.terminate();
 }

@@ -102,8 +102,20 @@ async fn snapshot(app: &TestApp, lid: &str) -> Vec<Value> {
         "/api/audit?per_page=1000".to_string(),
         "/api/serviceaccounts/search".to_string(),
     ] {
-        let (s, v) = app.get(&path).await;
+        let (s, mut v) = app.get(&path).await;
         assert_eq!(s, 200, "{path}: {v}");
+        if path.starts_with("/api/audit") {
+            // Records of reads and of refused attempts are not changes:
+            // the snapshot itself reads tokens, and the attacks fail logins.
+            let changes: Vec<Value> = v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| !matches!(e["action"].as_str(), Some("token.read" | "auth.failed")))
+                .cloned()
+                .collect();
+            v = Value::Array(changes);
+        }
         out.push(v);
     }
     out

@@ -147,7 +147,7 @@ async fn credentials_are_sealed_sent_and_never_shown(backend: Backend) {
         .credentials
         .expect("stored");
     assert!(
-        sealed.starts_with("v1:") && !sealed.contains("pa55"),
+        sealed.starts_with("v2:") && !sealed.contains("pa55"),
         "{sealed}"
     );
 

@@ -26,6 +26,9 @@ pub enum Action {
     LicensingRead,
     LicensingWrite,
     LicensingDelete,
+    /// Reading issued tokens' text: a token renews, so it is a credential
+    /// (roles Editor and Admin; Viewers see the history without it).
+    LicensingTokens,
     ApiKeysRead,
     ApiKeysDelete,
     ServiceAccountsRead,
@@ -41,6 +44,7 @@ impl Action {
             Action::LicensingRead => "licensing:read",
             Action::LicensingWrite => "licensing:write",
             Action::LicensingDelete => "licensing:delete",
+            Action::LicensingTokens => "licensing:tokens",
             Action::ApiKeysRead => "apikeys:read",
             Action::ApiKeysDelete => "apikeys:delete",
             Action::ServiceAccountsRead => "serviceaccounts:read",
@@ -56,7 +60,9 @@ impl Action {
 pub fn role_allows(role: Role, action: Action) -> bool {
     match action {
         Action::LicensingRead => true,
-        Action::LicensingWrite => matches!(role, Role::Editor | Role::Admin),
+        Action::LicensingWrite | Action::LicensingTokens => {
+            matches!(role, Role::Editor | Role::Admin)
+        }
         _ => role == Role::Admin,
     }
 }
@@ -83,13 +89,17 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Refuses with 403, naming the missing permission, unless the caller may do `action`.
-    pub fn require(&self, action: Action) -> Result<(), ApiError> {
-        let allowed = match &self.identity {
+    /// Whether the caller may do `action`.
+    pub fn may(&self, action: Action) -> bool {
+        match &self.identity {
             Identity::Admin { .. } => true,
             Identity::ServiceAccount { role, .. } => role_allows(*role, action),
-        };
-        if allowed {
+        }
+    }
+
+    /// Refuses with 403, naming the missing permission, unless the caller may do `action`.
+    pub fn require(&self, action: Action) -> Result<(), ApiError> {
+        if self.may(action) {
             Ok(())
         } else {
             Err(ApiError::forbidden(format!(
@@ -453,7 +463,10 @@ fn account_of(scheme: &str, value: &str) -> String {
             .decode(value.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.split_once(':').map(|(u, _)| u.chars().take(64).collect::<String>()))
+            .and_then(|s| {
+                s.split_once(':')
+                    .map(|(u, _)| u.chars().take(64).collect::<String>())
+            })
             .unwrap_or_default();
         format!("basic:{user}")
     } else {
@@ -517,6 +530,12 @@ async fn authenticate(
         Ok(
             match state.store.find_sa_token(&sa_token_hash(token)).await? {
                 Some((t, sa)) if !t.has_expired(now) && !sa.is_disabled => {
+                    // When it was last used, at most once a minute (a write).
+                    if t.last_used_at.is_none_or(|at| at < now - 60)
+                        && let Err(e) = state.store.touch_sa_token(t.id, now).await
+                    {
+                        tracing::warn!(token = t.id, error = %e, "cannot record the token's last use");
+                    }
                     Some(Identity::ServiceAccount {
                         id: sa.id,
                         login: sa.login,
@@ -628,6 +647,7 @@ mod tests {
             LicensingRead,
             LicensingWrite,
             LicensingDelete,
+            LicensingTokens,
             ApiKeysRead,
             ApiKeysDelete,
             ServiceAccountsRead,
@@ -642,7 +662,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(granted(Role::Viewer), ["licensing:read"]);
-        assert_eq!(granted(Role::Editor), ["licensing:read", "licensing:write"]);
+        assert_eq!(
+            granted(Role::Editor),
+            ["licensing:read", "licensing:write", "licensing:tokens"]
+        );
         assert_eq!(granted(Role::Admin).len(), all.len());
     }
 
@@ -658,8 +681,14 @@ mod tests {
         assert!(limiter.attempt(other, "basic:admin").is_ok(), "per address");
         assert!(limiter.attempt(ip, "bearer").is_ok(), "per account");
         std::thread::sleep(Duration::from_millis(250));
-        assert!(limiter.attempt(ip, "basic:admin").is_ok(), "the window ended");
-        assert!(limiter.attempt(ip, "basic:admin").is_ok(), "a new window starts from zero");
+        assert!(
+            limiter.attempt(ip, "basic:admin").is_ok(),
+            "the window ended"
+        );
+        assert!(
+            limiter.attempt(ip, "basic:admin").is_ok(),
+            "a new window starts from zero"
+        );
     }
 
     #[test]
@@ -684,7 +713,10 @@ mod tests {
         let limiter = AuthLimiter::new(10, Duration::from_secs(60));
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         for n in 0..AuthLimiter::MAX_ADDRESS_FAILURES {
-            assert!(limiter.attempt(ip, &format!("basic:user{n}")).is_ok(), "{n}");
+            assert!(
+                limiter.attempt(ip, &format!("basic:user{n}")).is_ok(),
+                "{n}"
+            );
         }
         assert!(limiter.attempt(ip, "basic:someone-else").is_err());
     }

@@ -225,9 +225,70 @@ pub fn router(state: AppState) -> Router {
         ))
     };
     router
+        .layer(axum::middleware::map_response(security_headers))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Outermost: a bad client id is dropped before one is set.
+        .layer(axum::middleware::map_request(screen_request_id))
         .with_state(state)
+}
+
+/// Longest request id a client may send.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// Whether a client's `x-request-id` may be kept: 1 to [`MAX_REQUEST_ID`]
+/// characters of `[A-Za-z0-9._-]`. It goes into every log line of the
+/// request (text logs do not escape it) and back to the client.
+pub fn valid_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Drops a client's `x-request-id` that is not [`valid_request_id`] (or is
+/// sent more than once), so that [`SetRequestIdLayer`], which only fills
+/// in a missing one, gives the request a fresh UUID.
+async fn screen_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
+    let headers = req.headers_mut();
+    let mut ids = headers.get_all(&REQUEST_ID).iter();
+    let keep = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(id), None) => valid_request_id(id.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        headers.remove(&REQUEST_ID);
+    }
+    req
+}
+
+/// Headers of every answer: `X-Content-Type-Options: nosniff`, and
+/// `Cache-Control: no-store` on the API (its answers carry tokens, keys and
+/// customer data) except the public, signed `/api/revocations`, which keeps
+/// its own caching when it succeeds. The JWKS (`/.well-known/jwks.json`)
+/// and `/metrics` are outside `/api/` and keep theirs.
+async fn security_headers(
+    uri: axum::http::Uri,
+    mut res: axum::response::Response,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = res.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let path = uri.path();
+    if path == "/api" || path.starts_with("/api/") {
+        let public = path == "/api/revocations"
+            && res.status().is_success()
+            && res.headers().contains_key(header::CACHE_CONTROL);
+        if !public {
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+    }
+    res
 }
 
 /// `?page=1&per_page=50` (1-based; at most 1000 a page).

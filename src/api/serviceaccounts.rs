@@ -143,7 +143,7 @@ pub struct TokenDto {
     pub name: String,
     #[schema(value_type = String, format = DateTime)]
     pub created: String,
-    /// Not tracked: always null.
+    /// When it last authenticated (to the minute); null when never.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<String>,
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -159,7 +159,7 @@ impl TokenDto {
             id: t.id,
             name: t.name.clone(),
             created: rfc3339::format(t.created_at),
-            last_used_at: None,
+            last_used_at: t.last_used_at.map(rfc3339::format),
             expiration: t.expires_at.map(rfc3339::format),
             seconds_until_expiration: t.expires_at.map_or(0, |e| (e - now).max(0)),
             has_expired: t.has_expired(now),

@@ -46,7 +46,9 @@ async fn issue_token(
     Ok((StatusCode::CREATED, Json(TokenResponse { token, claims })))
 }
 
-/// The tokens issued for a license, newest first.
+/// The tokens issued for a license, newest first. Each token's text (a
+/// credential: it renews) only with `licensing:tokens`, and each such read
+/// is audited (`token.read`); others get the history without it.
 #[utoipa::path(get, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), PageParams),
     responses((status = 200, body = Paged<TokenRecord>), (status = 404, body = charter_token::ErrorBody)))]
@@ -59,7 +61,28 @@ async fn list_tokens(
     p.require(Action::LicensingRead)?;
     let page = q.page()?;
     licenses::get(&state, &lid).await?;
-    let (items, total) = state.store.list_tokens(&lid, page).await?;
+    let (mut items, total) = state.store.list_tokens(&lid, page).await?;
+    // The text only when the read is audited: a caller without
+    // `licensing:tokens`, or a read that cannot be recorded (a full disk),
+    // gets the history without it.
+    let mut audited = false;
+    if p.may(Action::LicensingTokens) && !items.is_empty() {
+        let mut event = p.event("token.read", "license", lid.as_str());
+        event.detail = Some(serde_json::json!({
+            "jtis": items.iter().map(|t| t.jti.as_str()).collect::<Vec<_>>(),
+        }));
+        match state.store.insert_audit(&event).await {
+            Ok(()) => audited = true,
+            Err(e) => {
+                tracing::warn!(error = %e, lid = %lid, "cannot audit a token read: tokens withheld")
+            }
+        }
+    }
+    if !audited {
+        for t in &mut items {
+            t.token.clear();
+        }
+    }
     Ok(Json(Paged::new(items, total, page)))
 }
 

@@ -351,6 +351,11 @@ pub trait AccessStore: Send + Sync {
     ) -> Result<bool>;
     /// The token with this hash and its account, for authentication.
     async fn find_sa_token(&self, hash: &str) -> Result<Option<(SaToken, ServiceAccount)>>;
+    /// Records that token `id` authenticated at `now`: sets `last_used_at`
+    /// unless it is within the last minute already (so the hot path writes
+    /// at most once a minute per token). No audit event; a missing token is
+    /// not an error.
+    async fn touch_sa_token(&self, id: i64, now: i64) -> Result<()>;
     /// Every token with its account's role (the legacy API keys view),
     /// expired ones only when `include_expired`.
     async fn list_api_keys(&self, include_expired: bool, now: i64) -> Result<Vec<(SaToken, Role)>>;

@@ -209,17 +209,18 @@ pub(crate) fn sa_token(r: &impl Cells) -> Result<SaToken> {
         name: r.text(2)?,
         created_at: r.int(3)?,
         expires_at: r.opt_int(4)?,
+        last_used_at: r.opt_int(5)?,
     })
 }
 
 /// [`super::sql::SA_TOKEN_COLS`]` , `[`super::sql::SA_COLS`].
 pub(crate) fn sa_token_and_account(r: &impl Cells) -> Result<(SaToken, ServiceAccount)> {
-    Ok((sa_token(r)?, service_account_at(r, 5)?))
+    Ok((sa_token(r)?, service_account_at(r, 6)?))
 }
 
 /// [`super::sql::SA_TOKEN_COLS`]` , s.role`.
 pub(crate) fn sa_token_and_role(r: &impl Cells) -> Result<(SaToken, Role)> {
-    let role = Role::parse(&r.text(5)?).ok_or_else(|| bad_value("role"))?;
+    let role = Role::parse(&r.text(6)?).ok_or_else(|| bad_value("role"))?;
     Ok((sa_token(r)?, role))
 }
 

@@ -67,7 +67,7 @@ pub(crate) const SA_COLS: &str = "s.id, s.name, s.login, s.role, s.is_disabled, 
     s.created_at, s.updated_at";
 /// A service-account token (alias `k`).
 pub(crate) const SA_TOKEN_COLS: &str =
-    "k.id, k.service_account_id, k.name, k.created_at, k.expires_at";
+    "k.id, k.service_account_id, k.name, k.created_at, k.expires_at, k.last_used_at";
 pub(crate) const AUDIT_COLS: &str =
     "id, at, actor_kind, actor, action, target_type, target_id, ip, detail";
 

@@ -354,12 +354,56 @@ fn record_batch(conn: &mut Connection, batch: Vec<IssuanceJob>) {
 
 impl SqliteStore {
     /// Opens (creating) the database file and applies migrations when `migrate`.
+    ///
+    /// The database holds renewal-capable license tokens: a directory
+    /// Charter creates for it is 0700 and a database file it creates is
+    /// 0600 (SQLite gives the `-wal` and `-shm` files the database file's
+    /// mode). Existing directories and files keep their modes.
     pub async fn open(path: &Path, migrate: bool) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+        /// Creates the directory (0700, with missing parents) and an empty
+        /// database file (0600) when they do not exist; warns when an
+        /// existing database file is readable by others.
+        fn create_private(path: &Path) -> anyhow::Result<()> {
+            use anyhow::Context;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder
+                    .create(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            if !path.exists() {
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                match options.open(path) {
+                    // Created by another process in between: theirs stands.
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(e).with_context(|| format!("creating {}", path.display()));
+                    }
+                    _ => return Ok(()),
+                }
+            }
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(path) {
+                let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        path = %path.display(),
+                        mode = %format!("{mode:o}"),
+                        "the database holds license tokens and others may read it: chmod 600 it and its -wal and -shm files"
+                    );
+                }
+            }
+            Ok(())
         }
+
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> anyhow::Result<Connection> {
+            create_private(&path)?;
             let mut conn = Connection::open(&path)?;
             // SQLite falls back to read-only when it cannot write the file
             // (a read-only volume, the wrong owner after a restore); the

@@ -57,6 +57,8 @@ pub struct SaToken {
     pub name: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// When it last authenticated (to the minute); `None`: never.
+    pub last_used_at: Option<i64>,
 }
 
 impl SaToken {

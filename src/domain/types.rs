@@ -351,6 +351,8 @@ pub struct TokenRecord {
     pub reason: TokenReason,
     /// The `jti` of the token this one renewed.
     pub renewed_from: Option<String>,
+    /// The token itself: only for callers with `licensing:tokens`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
 }
 

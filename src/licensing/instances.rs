@@ -46,8 +46,8 @@ pub fn parse_url(field: &str, url: &str) -> Result<InstanceUrl> {
     InstanceUrl::parse(url).map_err(|e| Error::invalid(field, e))
 }
 
-/// Checks and seals push credentials for storage.
-fn seal(ctx: &Licensing, c: &Credentials) -> Result<String> {
+/// Checks and seals push credentials for the instance `id` at `url`.
+fn seal(ctx: &Licensing, c: &Credentials, id: &str, url: &str) -> Result<String> {
     let check = |field: &str, v: &str| -> Result<()> {
         if v.is_empty() || v.len() > 4096 || v.chars().any(char::is_control) {
             return Err(Error::invalid(field, "must be 1-4096 printable characters"));
@@ -74,7 +74,7 @@ fn seal(ctx: &Licensing, c: &Credentials) -> Result<String> {
         )
     })?;
     sealer
-        .seal(c)
+        .seal(c, id, url)
         .map_err(|e| Error::Store(crate::db::StoreError::Internal(format!("sealing: {e}"))))
 }
 
@@ -133,11 +133,6 @@ pub async fn bind(
     input: NewInstance,
 ) -> Result<Instance> {
     let url = parse_url("url", &input.url)?;
-    let sealed = input
-        .credentials
-        .as_ref()
-        .map(|c| seal(ctx, c))
-        .transpose()?;
     let instance = new_instance(
         lid,
         &url,
@@ -145,6 +140,11 @@ pub async fn bind(
         input.push_enabled.unwrap_or(false),
         now(),
     );
+    let sealed = input
+        .credentials
+        .as_ref()
+        .map(|c| seal(ctx, c, &instance.id, &instance.url))
+        .transpose()?;
     let mut event = actor.event("instance.bind", "instance", &instance.id);
     event.detail = Some(json!({
         "lid": lid,
@@ -176,22 +176,22 @@ pub async fn update(
     patch: InstancePatch,
     if_match: Option<i64>,
 ) -> Result<Instance> {
-    let credentials = match &patch.credentials {
-        Some(Some(c)) => Some(Some(seal(ctx, c)?)),
-        Some(None) => Some(None),
-        None => None,
-    };
     let _turn = ctx.locks.lock(format!("instance:{id}")).await;
     retry_stale(if_match, || async {
         let old = get(ctx, lid, id).await?;
         check_version("instance", if_match, old.version)?;
+        let credentials = match &patch.credentials {
+            Some(Some(c)) => Some(Some(seal(ctx, c, id, &old.url)?)),
+            Some(None) => Some(None),
+            None => None,
+        };
         let t = now();
         let mut settings = PushSettings {
             dialect: patch.dialect.unwrap_or(old.dialect),
             push_enabled: patch.push_enabled.unwrap_or(old.push_enabled),
             push_next_at: old.push_next_at,
             push_attempts: old.push_attempts,
-            credentials: credentials.clone(),
+            credentials,
         };
         if settings.push_enabled && !old.push_enabled {
             // Turned on: push the current terms now.

@@ -199,7 +199,10 @@ async fn deliver(
                 .sealer
                 .as_ref()
                 .ok_or_else(|| Failure::other("no credentials.key to decrypt the credentials"))?;
-            Some(sealer.open(s).map_err(|e| Failure::other(e.to_string()))?)
+            let c = sealer
+                .open(s, &i.id, &i.url)
+                .map_err(|e| Failure::other(e.to_string()))?;
+            Some(c)
         }
     };
     if !url_allowed(&i.url, ctx.pusher.config.refuse_private) {

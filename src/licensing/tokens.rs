@@ -17,6 +17,10 @@ use crate::domain::{
 /// How long a retry with the same old token gets the token already issued.
 pub const IDEMPOTENCY_WINDOW: i64 = 600;
 
+/// How far in the future a presented token's `nbf` may be (clock skew)
+/// for it to renew.
+pub const NBF_LEEWAY: i64 = 60;
+
 /// A signed token with its claims.
 pub type Signed = (String, Claims);
 
@@ -315,6 +319,15 @@ pub async fn renew(
                 "license token expired at {}, beyond the renewal grace of {grace_days} days",
                 rfc3339::format(old.exp)
             ),
+        });
+    }
+    // A token from the future (its license starts later, or it was signed
+    // ahead of time) is not a current token to renew; clocks may be a
+    // little apart.
+    if old.nbf > t.saturating_add(NBF_LEEWAY) {
+        return Err(RenewError::Unauthorized {
+            reason: "not_yet_valid",
+            message: "license token not yet valid".into(),
         });
     }
     // The body is optional: `{"usage": {...}}`.

@@ -170,10 +170,17 @@ pub async fn failed_auth_rate_limit(backend: Backend) {
     }
     // Bearer guesses locked bearer tokens from this address, not the admin.
     let (s, _) = app
-        .call(&Auth::Bearer("chr_sa_guess-more".into()), Method::GET, "/api/products", None)
+        .call(
+            &Auth::Bearer("chr_sa_guess-more".into()),
+            Method::GET,
+            "/api/products",
+            None,
+        )
         .await;
     assert_eq!(s, 429, "bearer tokens from this address are locked");
-    let (s, _) = app.call(&Auth::Admin, Method::GET, "/api/products", None).await;
+    let (s, _) = app
+        .call(&Auth::Admin, Method::GET, "/api/products", None)
+        .await;
     assert_eq!(s, 200, "another account from the same address still works");
     // Nine more wrong admin passwords (one above): the admin is locked,
     // even with the right password.

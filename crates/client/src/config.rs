@@ -2,6 +2,7 @@
 //! store, issuer, hooks, clock, revocation polling) and [`RenewalConfig`]
 //! (timings).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,15 +17,40 @@ use crate::store::TokenStore;
 pub struct ManagerConfig {
     /// This instance's root URL, matched against each token's `sub`.
     pub root_url: InstanceUrl,
-    /// The vendor's public keys, pinned at start; never removed by a refresh.
+    /// The vendor's public keys, pinned by the host (built in, or given at
+    /// start); never removed by a refresh.
     pub keys: KeySet,
+    /// Keys known at start from the JWKS source (`jwks_file`, or fetched
+    /// from `jwks_url`), not pinned: a later refresh from a source that can
+    /// be trusted to drop keys (a file, or https) removes those it no longer
+    /// publishes. `charter instance` puts the keys it fetched or read at
+    /// start here.
+    pub jwks_keys: KeySet,
     pub store: Arc<dyn TokenStore>,
     /// The issuer's base URL (renewal, JWKS, revocations); `None` disables them.
     pub issuer: Option<String>,
     /// Where to refresh keys from; default `<issuer>/.well-known/jwks.json`.
+    /// A fetch over https replaces the unpinned keys with what it publishes
+    /// (a key the issuer retired stops verifying); over plain http (demos on
+    /// loopback, where anyone on the path could drop keys) keys are only added.
     pub jwks_url: Option<String>,
+    /// A JWKS file to refresh keys from instead of `jwks_url`: re-read on
+    /// an unknown `kid` and every `jwks_refresh_interval`; keys it no longer
+    /// lists are dropped (pinned keys stay).
+    pub jwks_file: Option<PathBuf>,
     /// At most one JWKS fetch per this interval (unknown `kid`s are attacker-chosen).
     pub jwks_min_interval: Duration,
+    /// How often [`crate::LicenseManager::tick`] refreshes the keys even
+    /// when every `kid` is known, so that retired keys go (default 1 hour).
+    pub jwks_refresh_interval: Duration,
+    /// The products this host is: a token is valid here only if its `prod`
+    /// names one of them. `None` does not check (compatibility).
+    pub products: Option<Vec<String>>,
+    /// The issuer a token must come from: its `iss` must be this URL
+    /// (compared in normalised form, so a trailing `/` does not matter).
+    /// `None` does not check (compatibility). Unrelated to `issuer`, the
+    /// address the manager calls, which may differ from the issuer's public URL.
+    pub expected_issuer: Option<String>,
     /// Where to poll the signed revocation list; default
     /// `<issuer>/api/revocations`.
     pub revocations_url: Option<String>,
@@ -70,10 +96,15 @@ impl ManagerConfig {
         ManagerConfig {
             root_url,
             keys,
+            jwks_keys: KeySet::default(),
             store,
             issuer: None,
             jwks_url: None,
+            jwks_file: None,
             jwks_min_interval: Duration::from_secs(300),
+            jwks_refresh_interval: Duration::from_secs(3600),
+            products: None,
+            expected_issuer: None,
             revocations_url: None,
             revocations_interval: Duration::from_secs(600),
             builtin_license: None,

@@ -2,6 +2,12 @@
 //! [`BasicAuth`]) and what it uses ([`UsageSource`]), plus the rule that
 //! compares usage with a license's limits.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use base64::Engine;
@@ -56,23 +62,54 @@ pub enum Denied {
     Unauthenticated,
     /// Known caller, not allowed (403).
     Forbidden,
+    /// Too many failed attempts from this client: 429 with `Retry-After`
+    /// (seconds), whatever the credentials, until the window has passed.
+    TooManyFailures { retry_after: u64 },
 }
 
 /// Decides whether a request may do `permission`. The host implements it to
 /// use its own users, roles or ACL tokens.
 pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, headers: &HeaderMap, permission: Permission) -> Result<(), Denied>;
+
+    /// [`Authorizer::authorize`] for a request from `client`: the routers
+    /// call this, with the peer's address when the server provides axum's
+    /// `ConnectInfo<SocketAddr>` (serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`), so that an
+    /// implementation can limit failures per address. The default ignores
+    /// the address.
+    fn authorize_from(
+        &self,
+        client: Option<IpAddr>,
+        headers: &HeaderMap,
+        permission: Permission,
+    ) -> Result<(), Denied> {
+        let _ = client;
+        self.authorize(headers, permission)
+    }
 }
 
 /// The default: HTTP Basic for one configured admin, who may do everything,
 /// as the seeds require. Consul's `operator:read` is open (the seed's GET
 /// needs no ACL); [`BasicAuth::require_all`] closes it too.
+///
+/// Failed attempts are limited per client address
+/// ([`BasicAuth::DEFAULT_MAX_FAILURES`] in [`BasicAuth::DEFAULT_WINDOW`]):
+/// after that many requests with wrong credentials, every request from that
+/// address needing credentials gets 429 with `Retry-After` until the window
+/// that started with its first failure has passed, even with the right
+/// password. A success resets the count. IPv6 clients count per /64. The
+/// address is the TCP peer's (no `X-Forwarded-For`: behind a proxy, every
+/// client shares the proxy's count); a server that does not provide
+/// `ConnectInfo` puts every client in one count. See
+/// [`BasicAuth::with_failure_limit`].
 pub struct BasicAuth {
     user: String,
     password: String,
     /// `Basic base64(user:password)`: the usual header, compared without decoding.
     expected: String,
     open: Vec<Permission>,
+    limit: FailureLimit,
 }
 
 impl std::fmt::Debug for BasicAuth {
@@ -81,11 +118,18 @@ impl std::fmt::Debug for BasicAuth {
             .field("user", &self.user)
             .field("password", &"[redacted]")
             .field("open", &self.open)
+            .field("max_failures", &self.limit.max)
+            .field("window", &self.limit.window)
             .finish()
     }
 }
 
 impl BasicAuth {
+    /// Failed attempts allowed per client address in [`BasicAuth::DEFAULT_WINDOW`].
+    pub const DEFAULT_MAX_FAILURES: u32 = 10;
+    /// The window of the failure limit: 5 minutes.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+
     pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
         let (user, password) = (user.into(), password.into());
         let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
@@ -94,6 +138,7 @@ impl BasicAuth {
             password,
             expected,
             open: vec![Permission::OperatorRead],
+            limit: FailureLimit::new(Self::DEFAULT_MAX_FAILURES, Self::DEFAULT_WINDOW),
         }
     }
 
@@ -102,13 +147,15 @@ impl BasicAuth {
         self.open.clear();
         self
     }
-}
 
-impl Authorizer for BasicAuth {
-    fn authorize(&self, headers: &HeaderMap, permission: Permission) -> Result<(), Denied> {
-        if self.open.contains(&permission) {
-            return Ok(());
-        }
+    /// At most `max` failed attempts per client address in `window`
+    /// (`max` 0: no limit, for hosts that limit in front of the router).
+    pub fn with_failure_limit(mut self, max: u32, window: Duration) -> Self {
+        self.limit = FailureLimit::new(max, window);
+        self
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<(), Denied> {
         // Fast path: the header as clients usually write it.
         if let Some(value) = headers.get(AUTHORIZATION)
             && constant_time_eq(value.as_bytes(), self.expected.as_bytes())
@@ -123,6 +170,146 @@ impl Authorizer for BasicAuth {
             Ok(())
         } else {
             Err(Denied::Unauthenticated)
+        }
+    }
+}
+
+impl Authorizer for BasicAuth {
+    /// Without the client's address: every such caller shares one failure count.
+    fn authorize(&self, headers: &HeaderMap, permission: Permission) -> Result<(), Denied> {
+        self.authorize_from(None, headers, permission)
+    }
+
+    fn authorize_from(
+        &self,
+        client: Option<IpAddr>,
+        headers: &HeaderMap,
+        permission: Permission,
+    ) -> Result<(), Denied> {
+        if self.open.contains(&permission) {
+            return Ok(());
+        }
+        let key = FailureLimit::key(client);
+        if let Some(retry_after) = self.limit.blocked(key) {
+            return Err(Denied::TooManyFailures { retry_after });
+        }
+        match self.check(headers) {
+            Ok(()) => {
+                self.limit.succeeded(key);
+                Ok(())
+            }
+            Err(denied) => {
+                // A request without credentials (a browser's first try
+                // before the challenge) is not a guess.
+                if headers.contains_key(AUTHORIZATION) {
+                    self.limit.failed(key);
+                }
+                Err(denied)
+            }
+        }
+    }
+}
+
+/// Failed attempts per client: `(first failure, count)` per address key.
+struct FailureLimit {
+    max: u32,
+    window: Duration,
+    entries: Mutex<HashMap<Option<IpAddr>, (Instant, u32)>>,
+    /// Whether `entries` may hold anything: a success skips the lock otherwise.
+    any: AtomicBool,
+}
+
+impl FailureLimit {
+    /// Addresses tracked at most; beyond (after dropping windows that have
+    /// passed), new addresses share one count.
+    const MAX_TRACKED: usize = 10_000;
+
+    fn new(max: u32, window: Duration) -> Self {
+        FailureLimit {
+            max,
+            window,
+            entries: Mutex::new(HashMap::new()),
+            any: AtomicBool::new(false),
+        }
+    }
+
+    /// The key of an address: IPv6 per /64 (one host usually holds a whole
+    /// /64), IPv4-mapped IPv6 as IPv4.
+    fn key(client: Option<IpAddr>) -> Option<IpAddr> {
+        client.map(|ip| match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut seg = v6.segments();
+                    seg[4..].fill(0);
+                    IpAddr::V6(seg.into())
+                }
+            },
+            v4 => v4,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<IpAddr>, (Instant, u32)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Seconds until `key` may try again, when it is blocked.
+    fn blocked(&self, key: Option<IpAddr>) -> Option<u64> {
+        if self.max == 0 || !self.any.load(Ordering::Relaxed) {
+            return None;
+        }
+        let map = self.lock();
+        let (since, count) = map.get(&key)?;
+        let elapsed = since.elapsed();
+        if *count < self.max || elapsed >= self.window {
+            return None;
+        }
+        // Rounded up, at least 1: a client retrying at once is refused again.
+        let left = self.window - elapsed;
+        Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    }
+
+    fn failed(&self, key: Option<IpAddr>) {
+        if self.max == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        if map.len() >= Self::MAX_TRACKED && !map.contains_key(&key) {
+            let window = self.window;
+            map.retain(|_, (since, _)| since.elapsed() < window);
+        }
+        let key = if map.len() >= Self::MAX_TRACKED && !map.contains_key(&key) {
+            None
+        } else {
+            key
+        };
+        let entry = map.entry(key).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= self.window {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        if entry.1 == self.max {
+            tracing::warn!(
+                client = ?key,
+                failures = entry.1,
+                "too many failed authentication attempts; refusing this client for a while"
+            );
+        }
+        self.any.store(true, Ordering::Relaxed);
+    }
+
+    fn succeeded(&self, key: Option<IpAddr>) {
+        if self.max == 0 || !self.any.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut map = self.lock();
+        map.remove(&key);
+        let window = self.window;
+        map.retain(|_, (since, _)| since.elapsed() < window);
+        if map.is_empty() {
+            self.any.store(false, Ordering::Relaxed);
         }
     }
 }

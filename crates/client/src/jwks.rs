@@ -1,16 +1,23 @@
 //! Refreshing the vendor's public keys from the issuer's
-//! `/.well-known/jwks.json` when a token names an unknown `kid`.
+//! `/.well-known/jwks.json` (or a JWKS file): when a token names an unknown
+//! `kid`, and every `jwks_refresh_interval`.
 //!
 //! A token's `kid` is chosen by whoever sends it, so fetches are rate
-//! limited: at most one per `jwks_min_interval`. Keys pinned at start are
-//! never replaced or removed by a fetch.
+//! limited: at most one per `jwks_min_interval`. Keys pinned by the host
+//! ([`crate::ManagerConfig::keys`]) are never replaced or removed by a
+//! refresh. Other keys follow the source: a refresh from a JWKS file, or a
+//! fetch over https, replaces them with what it publishes, so a key the
+//! issuer retired stops verifying without a restart (the held token, if it
+//! was signed by such a key, is then status 2 Loaded: held, not judged). A
+//! fetch over plain http only adds keys: anyone on the path could otherwise
+//! withdraw them.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use charter_token::KeySet;
 
-use crate::manager::LicenseManager;
+use crate::manager::{Check, LicenseManager};
 
 /// The largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -19,8 +26,10 @@ impl LicenseManager {
     /// Fetches the JWKS (rate limited) and merges it with the pinned keys.
     /// True when the key set may have changed since the caller looked.
     pub async fn refresh_keys(&self) -> bool {
-        let Some(url) = self.inner.jwks_url.clone() else {
-            return false;
+        let source = match (&self.inner.jwks_file, &self.inner.jwks_url) {
+            (Some(file), _) => Source::File(file.clone()),
+            (None, Some(url)) => Source::Url(url.clone()),
+            (None, None) => return false,
         };
         let asked = Instant::now();
         let mut last = self.inner.jwks_last_fetch.lock().await;
@@ -34,30 +43,92 @@ impl LicenseManager {
             }
         }
         *last = Some(Instant::now());
-        match self.fetch_jwks(&url).await {
+        let fetched = match &source {
+            Source::File(path) => read_jwks_file(path).await,
+            Source::Url(url) => self.fetch_jwks(url).await,
+        };
+        match fetched {
             Ok(fetched) => {
-                let mut merged = self.inner.pinned.clone();
-                for kid in fetched.kids() {
-                    if merged.get(kid).is_none()
-                        && let Some(key) = fetched.get(kid)
-                    {
-                        merged.insert(key.clone());
-                    }
-                }
-                tracing::info!(url = %url, keys = merged.len(), "refreshed the issuer's keys");
-                let mut keys = self
+                let (keys, dropped) = self.merge(&fetched, source.may_drop());
+                let count = keys.len();
+                *self
                     .inner
                     .keys
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                *keys = Arc::new(merged);
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                tracing::info!(source = %source, keys = count, "refreshed the issuer's keys");
+                if !dropped.is_empty() {
+                    tracing::warn!(source = %source, kids = ?dropped, "keys no longer published are no longer trusted");
+                    self.recheck_held_key();
+                    self.publish();
+                }
                 true
             }
             Err(e) => {
-                tracing::warn!(url = %url, error = %e, "could not refresh the issuer's keys");
+                tracing::warn!(source = %source, error = %e, "could not refresh the issuer's keys");
                 false
             }
         }
+    }
+
+    /// Refreshes the keys when `jwks_refresh_interval` has passed since the
+    /// last scheduled refresh ([`LicenseManager::tick`] calls it).
+    pub(crate) async fn refresh_keys_if_due(&self) {
+        if self.inner.jwks_file.is_none() && self.inner.jwks_url.is_none() {
+            return;
+        }
+        let Ok(mut next) = self.inner.jwks_next.try_lock() else {
+            return;
+        };
+        if Instant::now() < *next {
+            return;
+        }
+        *next = Instant::now() + self.inner.jwks_refresh_interval;
+        drop(next);
+        self.refresh_keys().await;
+    }
+
+    /// The new key set and the kids it no longer holds: the pinned keys,
+    /// then the fetched ones; with `may_drop`, nothing else, else also every
+    /// key held now.
+    fn merge(&self, fetched: &KeySet, may_drop: bool) -> (KeySet, Vec<String>) {
+        let current = self.keys();
+        let mut merged = self.inner.pinned.clone();
+        for kid in fetched.kids() {
+            if merged.get(kid).is_none()
+                && let Some(key) = fetched.get(kid)
+            {
+                merged.insert(key.clone());
+            }
+        }
+        let mut dropped = Vec::new();
+        for kid in current.kids() {
+            if merged.get(kid).is_some() {
+                continue;
+            }
+            if may_drop {
+                dropped.push(kid.to_string());
+            } else if let Some(key) = current.get(kid) {
+                merged.insert(key.clone());
+            }
+        }
+        dropped.sort();
+        (merged, dropped)
+    }
+
+    /// After keys were dropped: a held token whose key is gone is no longer
+    /// verified (status 2 Loaded, retried on each tick).
+    fn recheck_held_key(&self) {
+        let keys = self.keys();
+        self.set_held(|h| {
+            if let (Some(token), Check::Verified(_)) = (&h.token, &h.check)
+                && let Err(e @ charter_token::VerifyError::UnknownKey(_)) =
+                    keys.verify_signature(token)
+            {
+                tracing::warn!(error = %e, "the license held was signed by a key no longer published");
+                h.check = Check::Unverified(e.to_string());
+            }
+        });
     }
 
     async fn fetch_jwks(&self, url: &str) -> Result<KeySet, String> {
@@ -81,4 +152,52 @@ impl LicenseManager {
         let text = String::from_utf8(body).map_err(|_| "JWKS is not UTF-8".to_string())?;
         KeySet::from_jwks_json(&text).map_err(|e| format!("JWKS is not valid: {e}"))
     }
+}
+
+/// Where keys are refreshed from.
+enum Source {
+    File(std::path::PathBuf),
+    Url(String),
+}
+
+impl Source {
+    /// Whether what it publishes may replace the unpinned keys: a local
+    /// file, or a fetch over https (authenticated, not alterable on the
+    /// way). Plain http only adds keys.
+    fn may_drop(&self) -> bool {
+        match self {
+            Source::File(_) => true,
+            Source::Url(url) => url
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://")),
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+async fn read_jwks_file(path: &std::path::Path) -> Result<KeySet, String> {
+    let path = path.to_path_buf();
+    let text = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        file.take(MAX_JWKS_BYTES as u64 + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())?;
+        if text.len() > MAX_JWKS_BYTES {
+            return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        Ok(text)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    KeySet::from_jwks_json(&text).map_err(|e| format!("JWKS is not valid: {e}"))
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use charter_token::rules::{InstanceUrl, subject_matches};
-use charter_token::{Claims, KeySet, VerifyError, check_times};
+use charter_token::{Claims, DAY, KeySet, VerifyError};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, Notify, watch};
 
@@ -22,9 +22,38 @@ use crate::store::{StoreError, TokenStore};
 /// (tolerates small skew between the issuer's `iat` and the local clock).
 pub const ROLLBACK_TOLERANCE_SECS: i64 = 300;
 
-/// How far in the future a new token's `nbf` (= its `iat`) may be: clock
-/// skew between issuer and instance. Less than [`ROLLBACK_TOLERANCE_SECS`].
+/// Clock skew allowed between issuer and instance: a time the issuer
+/// vouches for (a token's `iat`, a revocation list's `iat`) counts as at
+/// most this far ahead of the instance's now. Less than
+/// [`ROLLBACK_TOLERANCE_SECS`].
 pub const NBF_LEEWAY_SECS: i64 = 120;
+
+/// On a manager with an issuer, how far the latest time seen may run ahead
+/// of the newest time the issuer vouched for (the `iat` of a verified token
+/// or revocation list) and still count: 2 days.
+///
+/// Why 2 days: a manager with an issuer hears from it all the time: it
+/// renews every `update_days` (1 by default) and polls the revocation list
+/// every 10 minutes, so in normal operation the newest verified time is
+/// minutes old, the cap never bites, and a clock set back is caught as
+/// before. A clock run ahead by accident (a bad NTP answer, a VM restored
+/// with a wrong clock) then leaves the instance judging at most 2 days into
+/// the future once the clock is right, so no token with more than 2 days
+/// left is judged expired, renewal is due at once, and the fresh token (or
+/// the next revocation list) whose `iat` the clock agrees with resets the
+/// latest time seen. Tying it to `update_days` instead would make it vanish
+/// with `update_days = 0`; the token's lifetime would let one wrong reading
+/// expire every token held until the issuer answers. The price: an
+/// instance cut off from its issuer can have its clock set back to 2 days
+/// past the last time it heard from it without that being noticed.
+///
+/// A manager without an issuer (offline) gets no fresh times, so there the
+/// latest time seen counts in full (a cap would let any rollback to 2 days
+/// past the token's `iat` through): after a clock that ran ahead, a token
+/// the issuer signed within [`ROLLBACK_TOLERANCE_SECS`] of the clock still
+/// resets it on install, or the operator resets the guard
+/// ([`LicenseManager::reset_clock_guard`]).
+pub const MAX_SEEN_AHEAD_SECS: i64 = 2 * DAY;
 
 /// Why a token was not installed. The stored license is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +62,8 @@ pub enum InstallError {
     Refused(VerifyError),
     #[error("license is for {sub}, not for this instance ({root})")]
     WrongInstance { sub: String, root: String },
+    #[error("{0}")]
+    NotForThisProduct(String),
     #[error("license {lid} has been revoked by the issuer")]
     Revoked { lid: String },
     #[error("license limits are below current usage: {}", join(.0))]
@@ -85,15 +116,72 @@ pub(crate) struct Held {
     pub(crate) rejected: Option<String>,
 }
 
+/// What a token must say, besides `sub`, to be valid here.
+pub(crate) struct Expect {
+    pub(crate) products: Option<Vec<String>>,
+    pub(crate) issuer: Option<String>,
+}
+
+impl Expect {
+    /// Why `c` is not for this host (product, issuer), if it is not.
+    pub(crate) fn mismatch(&self, c: &Claims) -> Option<String> {
+        if let Some(products) = &self.products
+            && !c.prod.iter().any(|p| products.contains(p))
+        {
+            return Some(format!(
+                "license is for {}, not for {}",
+                list(&c.prod),
+                list(products)
+            ));
+        }
+        if let Some(iss) = &self.issuer
+            && !same_issuer(&c.iss, iss)
+        {
+            return Some(format!(
+                "license was issued by {:?}, not by {iss}",
+                c.iss.chars().take(200).collect::<String>()
+            ));
+        }
+        None
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        return "no product".into();
+    }
+    v.iter()
+        .map(|p| format!("{:?}", p.chars().take(100).collect::<String>()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `iss` equals the expected issuer, as written or once both are normalised
+/// as URLs (case of scheme and host, default port, trailing `/`).
+fn same_issuer(iss: &str, expected: &str) -> bool {
+    if iss == expected {
+        return true;
+    }
+    match (InstanceUrl::parse(iss), InstanceUrl::parse(expected)) {
+        (Ok(a), Ok(b)) => a == b && !a.is_pattern(),
+        _ => false,
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) root_url: InstanceUrl,
+    pub(crate) expect: Expect,
     pub(crate) pinned: KeySet,
     pub(crate) keys: RwLock<Arc<KeySet>>,
     pub(crate) store: Arc<dyn TokenStore>,
     pub(crate) issuer: Option<String>,
     pub(crate) jwks_url: Option<String>,
+    pub(crate) jwks_file: Option<std::path::PathBuf>,
     pub(crate) jwks_min_interval: Duration,
     pub(crate) jwks_last_fetch: Mutex<Option<Instant>>,
+    pub(crate) jwks_refresh_interval: Duration,
+    /// When the next scheduled key refresh is due.
+    pub(crate) jwks_next: Mutex<Instant>,
     pub(crate) revocations_url: Option<String>,
     pub(crate) revocations_interval: Duration,
     /// Serialises fetches of the revocation list.
@@ -107,7 +195,17 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) renewal_cfg: RenewalConfig,
     pub(crate) held: RwLock<Held>,
+    /// The latest clock reading seen (clock rollback guard).
     pub(crate) latest_seen: AtomicI64,
+    /// The newest time the issuer vouched for: the `iat` of a verified
+    /// token or revocation list (`i64::MIN`: none yet).
+    pub(crate) newest_iat: AtomicI64,
+    /// The latest time seen as read back from the store at start
+    /// (`i64::MIN`: no record).
+    pub(crate) recorded_seen: AtomicI64,
+    /// How far the latest time seen counts past `newest_iat`:
+    /// [`MAX_SEEN_AHEAD_SECS`] with an issuer, unlimited without.
+    pub(crate) seen_ahead_cap: i64,
     pub(crate) persisted_seen: AtomicI64,
     /// Serialises changes of the held token (install, remove, renew).
     pub(crate) write: Mutex<()>,
@@ -165,16 +263,30 @@ impl LicenseManager {
             renewal: RenewalState::default(),
         };
         let (tx, _) = watch::channel(initial);
+        let online = cfg.issuer.is_some() || revocations_url.is_some();
+        let mut keys = cfg.jwks_keys;
+        for kid in cfg.keys.kids() {
+            if let Some(key) = cfg.keys.get(kid) {
+                keys.insert(key.clone());
+            }
+        }
         LicenseManager {
             inner: Arc::new(Inner {
                 root_url: cfg.root_url,
-                keys: RwLock::new(Arc::new(cfg.keys.clone())),
+                expect: Expect {
+                    products: cfg.products,
+                    issuer: cfg.expected_issuer,
+                },
+                keys: RwLock::new(Arc::new(keys)),
                 pinned: cfg.keys,
                 store: cfg.store,
                 issuer: cfg.issuer,
                 jwks_url,
+                jwks_file: cfg.jwks_file,
                 jwks_min_interval: cfg.jwks_min_interval,
                 jwks_last_fetch: Mutex::new(None),
+                jwks_refresh_interval: cfg.jwks_refresh_interval,
+                jwks_next: Mutex::new(Instant::now() + cfg.jwks_refresh_interval),
                 revocations_url,
                 revocations_interval: cfg.revocations_interval,
                 revocations_poll: Mutex::new(()),
@@ -193,6 +305,13 @@ impl LicenseManager {
                     rejected: None,
                 }),
                 latest_seen: AtomicI64::new(now),
+                newest_iat: AtomicI64::new(i64::MIN),
+                recorded_seen: AtomicI64::new(i64::MIN),
+                seen_ahead_cap: if online {
+                    MAX_SEEN_AHEAD_SECS
+                } else {
+                    i64::MAX
+                },
                 persisted_seen: AtomicI64::new(i64::MIN),
                 write: Mutex::new(()),
                 renewing: Mutex::new(()),
@@ -213,21 +332,25 @@ impl LicenseManager {
 
     /// Reads the store: the token (or the built-in license when none is
     /// stored), the latest time seen and the last good revocation list, then
-    /// verifies.
+    /// verifies. Without a record of the latest time seen (`license.seen`
+    /// deleted), the clock rollback guard falls back to the newest time the
+    /// issuer vouched for: the `iat` of the verified token and of the
+    /// verified revocation list.
     pub async fn load(&self) -> Result<StateInfo, StoreError> {
         let _w = self.inner.write.lock().await;
-        self.restore_revocations().await;
         let (token, seen) = self
             .blocking(|s| Ok((s.load()?, s.load_latest_seen()?)))
             .await?;
         if let Some(seen) = seen {
             self.inner.latest_seen.fetch_max(seen, Ordering::SeqCst);
             self.inner.persisted_seen.store(seen, Ordering::SeqCst);
+            self.inner.recorded_seen.store(seen, Ordering::SeqCst);
         }
+        self.restore_revocations().await;
         let stored_token = token.clone();
         let (token, check, source, problem) = self.stored_or_fallback(token, false).await;
         if let Check::Verified(c) = &check {
-            self.inner.latest_seen.fetch_max(c.iat, Ordering::SeqCst);
+            self.credit_issuer_time(c.iat, Credit::Restored);
         }
         self.set_held(|h| {
             h.token = token;
@@ -294,23 +417,19 @@ impl LicenseManager {
         }
     }
 
-    /// Verifies `token` (signature, times, subject) without installing it.
+    /// Verifies `token` (signature, expiry, subject, product and issuer,
+    /// revocation) without installing it. A token whose `nbf` is still in
+    /// the future passes: it is held as status 2 Loaded until then.
     pub async fn check_candidate(&self, token: &str) -> Result<Claims, InstallError> {
         let claims = self
             .verify_signature(token.trim())
             .await
             .map_err(InstallError::Refused)?;
-        let now = self.effective_now();
-        // A fresh token from an issuer whose clock runs a little ahead is
-        // accepted: its `iat` then raises the latest time seen to its `nbf`.
-        if claims.nbf > now && claims.nbf <= now + NBF_LEEWAY_SECS && claims.iat >= claims.nbf {
-            if now >= claims.exp {
-                return Err(InstallError::Refused(VerifyError::Expired(Box::new(
-                    claims,
-                ))));
-            }
-        } else {
-            check_times(claims.clone(), now).map_err(InstallError::Refused)?;
+        let now = self.judging_time(claims.iat);
+        if now >= claims.exp {
+            return Err(InstallError::Refused(VerifyError::Expired(Box::new(
+                claims,
+            ))));
         }
         if !subject_matches(&claims.sub, &self.inner.root_url) {
             return Err(InstallError::WrongInstance {
@@ -318,10 +437,107 @@ impl LicenseManager {
                 root: self.inner.root_url.to_string(),
             });
         }
+        if let Some(why) = self.inner.expect.mismatch(&claims) {
+            return Err(InstallError::NotForThisProduct(why));
+        }
         if self.is_revoked(&claims.lid) {
             return Err(InstallError::Revoked { lid: claims.lid });
         }
         Ok(claims)
+    }
+
+    /// The time a document just received from the issuer (a token to
+    /// install, a revocation list) issued at `iat` is judged at: the
+    /// effective now as it will be once `iat` is credited (see
+    /// [`LicenseManager::credit_issuer_time`]). So a fresh document whose
+    /// `iat` the clock agrees with is judged at the clock, whatever a clock
+    /// run ahead once left behind, and a token from an issuer whose clock
+    /// runs a little ahead is valid at once.
+    pub(crate) fn judging_time(&self, iat: i64) -> i64 {
+        let now = self.inner.clock.now();
+        let effective = self.effective_now();
+        let t = iat.min(effective.saturating_add(NBF_LEEWAY_SECS));
+        let newest = self.inner.newest_iat.load(Ordering::SeqCst);
+        if t > newest && now.abs_diff(t) <= ROLLBACK_TOLERANCE_SECS.unsigned_abs() {
+            return now.max(t);
+        }
+        let seen = self.inner.latest_seen.load(Ordering::SeqCst).max(now);
+        now.max(floor(seen, newest.max(t), self.inner.seen_ahead_cap))
+    }
+
+    /// Takes `t`, a time the issuer vouched for (the `iat` of a verified
+    /// token or revocation list), as a lower bound of the real time: it
+    /// raises the newest verified time, which the clock rollback guard never
+    /// judges before and (with an issuer) lets the latest time seen run at
+    /// most [`MAX_SEEN_AHEAD_SECS`] beyond. How far `t` counts depends on
+    /// `how` (see [`Credit`]). A [`Credit::Fresh`] time the clock agrees with
+    /// (within [`ROLLBACK_TOLERANCE_SECS`]) also tells that a latest time
+    /// seen further ahead was a clock run ahead: it is reset to now.
+    pub(crate) fn credit_issuer_time(&self, t: i64, how: Credit) {
+        let now = self.inner.clock.now();
+        let bound = match how {
+            Credit::Fresh | Credit::Known => self.effective_now().saturating_add(NBF_LEEWAY_SECS),
+            Credit::Restored => match self.inner.recorded_seen.load(Ordering::SeqCst) {
+                i64::MIN => i64::MAX,
+                seen => seen.max(now).saturating_add(NBF_LEEWAY_SECS),
+            },
+        };
+        let t = t.min(bound);
+        let before = self.inner.newest_iat.fetch_max(t, Ordering::SeqCst);
+        if how == Credit::Fresh
+            && t > before
+            && now.abs_diff(t) <= ROLLBACK_TOLERANCE_SECS.unsigned_abs()
+        {
+            let to = now.max(t);
+            let seen = self.inner.latest_seen.swap(to, Ordering::SeqCst);
+            if seen > to.saturating_add(ROLLBACK_TOLERANCE_SECS) {
+                tracing::warn!(
+                    latest_seen = %crate::fmt_time(seen),
+                    now = %crate::fmt_time(to),
+                    "the clock agrees with the issuer's and the latest time seen was ahead of both; reset"
+                );
+            }
+        }
+    }
+
+    /// The operator's word that the clock is right now (after it ran
+    /// ahead, or an issuer's clock did): the clock rollback guard forgets
+    /// the latest time seen and every issuer time ahead of the clock (beyond
+    /// [`NBF_LEEWAY_SECS`]), and records now. Earlier issuer times still
+    /// count. This trusts the operator, who could delete the record anyway;
+    /// the guard is against clocks, not against them. `charter instance
+    /// --reset-clock-guard` calls it at start.
+    pub async fn reset_clock_guard(&self) -> Result<StateInfo, StoreError> {
+        let now = self.inner.clock.now();
+        let before = self.inner.latest_seen.swap(now, Ordering::SeqCst);
+        self.inner
+            .newest_iat
+            .fetch_min(now.saturating_add(NBF_LEEWAY_SECS), Ordering::SeqCst);
+        let value = self.floor_at(now);
+        self.blocking(move |s| s.save_latest_seen(value)).await?;
+        self.inner.persisted_seen.store(value, Ordering::SeqCst);
+        tracing::warn!(
+            was = %crate::fmt_time(before),
+            now = %crate::fmt_time(value),
+            "clock rollback guard reset"
+        );
+        Ok(self.publish())
+    }
+
+    /// The rollback floor at clock reading `now` (recorded as seen): the
+    /// latest time seen, capped at [`MAX_SEEN_AHEAD_SECS`] past the newest
+    /// verified issuer time, and never before that time.
+    pub(crate) fn floor_at(&self, now: i64) -> i64 {
+        let seen = self
+            .inner
+            .latest_seen
+            .fetch_max(now, Ordering::SeqCst)
+            .max(now);
+        floor(
+            seen,
+            self.inner.newest_iat.load(Ordering::SeqCst),
+            self.inner.seen_ahead_cap,
+        )
     }
 
     /// Verifies and installs a token: refused when tampered, expired, not
@@ -367,9 +583,8 @@ impl LicenseManager {
         }
         let owned = token.to_string();
         self.blocking(move |s| s.save(&owned)).await?;
-        self.inner
-            .latest_seen
-            .fetch_max(claims.iat, Ordering::SeqCst);
+        // Installed or renewed just now: a fresh time from the issuer.
+        self.credit_issuer_time(claims.iat, Credit::Fresh);
         self.set_held(|h| {
             h.token = Some(token.to_string());
             h.check = Check::Verified(Box::new(claims));
@@ -397,6 +612,13 @@ impl LicenseManager {
         if given != self.inner.root_url {
             return Err(wrong());
         }
+        self.remove_stored().await.map_err(RemoveError::Store)
+    }
+
+    /// Removes the stored token; the built-in license, if any, takes over,
+    /// else nothing is held (status 4 NotFound). Consul's DELETE on a host
+    /// without a built-in license.
+    pub async fn remove_stored(&self) -> Result<StateInfo, StoreError> {
         let _w = self.inner.write.lock().await;
         self.blocking(|s| s.clear()).await?;
         // As after a restart with nothing stored.
@@ -413,10 +635,15 @@ impl LicenseManager {
     }
 
     /// Goes back to the built-in license (Consul's DELETE): fails, changing
-    /// nothing, when there is none or it is not valid.
+    /// nothing, when there is none or it is not valid (now).
     pub async fn revert_to_builtin(&self) -> Result<StateInfo, InstallError> {
         let builtin = self.inner.builtin.clone().ok_or(InstallError::NoBuiltin)?;
         let claims = self.check_candidate(&builtin).await?;
+        if claims.nbf > self.effective_now() {
+            return Err(InstallError::Refused(VerifyError::NotYetValid {
+                nbf: claims.nbf,
+            }));
+        }
         let _w = self.inner.write.lock().await;
         self.blocking(|s| s.clear()).await?;
         self.set_held(|h| {
@@ -449,12 +676,16 @@ impl LicenseManager {
         if let Some(token) = pending {
             let check = self.check_token(&token).await;
             let _w = self.inner.write.lock().await;
+            if let Check::Verified(c) = &check {
+                self.credit_issuer_time(c.iat, Credit::Known);
+            }
             self.set_held(|h| {
                 if h.token.as_deref() == Some(token.as_str()) {
                     h.check = check;
                 }
             });
         }
+        self.refresh_keys_if_due().await;
         self.poll_revocations_if_due().await;
         self.persist_seen().await;
         self.publish()
@@ -483,7 +714,7 @@ impl LicenseManager {
         let rejected = problem.is_some().then_some(stored_token).flatten();
         tracing::info!("license changed in the store; taken up");
         if let Check::Verified(c) = &check {
-            self.inner.latest_seen.fetch_max(c.iat, Ordering::SeqCst);
+            self.credit_issuer_time(c.iat, Credit::Known);
         }
         self.set_held(|h| {
             h.token = token;
@@ -512,7 +743,7 @@ impl LicenseManager {
         info
     }
 
-    async fn check_token(&self, token: &str) -> Check {
+    pub(crate) async fn check_token(&self, token: &str) -> Check {
         match self.verify_signature(token).await {
             Ok(claims) => Check::Verified(Box::new(claims)),
             Err(e @ VerifyError::UnknownKey(_)) => Check::Unverified(e.to_string()),
@@ -535,16 +766,18 @@ impl LicenseManager {
         }
     }
 
-    /// [`KeySet::verify_payload`] for another signed document (the
-    /// revocation list), refreshing the keys once when the `kid` is unknown.
+    /// [`KeySet::verify_payload`] for another signed document of type `typ`
+    /// (the revocation list), refreshing the keys once when the `kid` is
+    /// unknown.
     pub(crate) async fn verify_document<T: DeserializeOwned>(
         &self,
         jws: &str,
+        typ: &str,
     ) -> Result<T, VerifyError> {
-        match self.keys().verify_payload(jws) {
+        match self.keys().verify_payload(jws, typ) {
             Err(VerifyError::UnknownKey(kid)) => {
                 if self.refresh_keys().await {
-                    self.keys().verify_payload(jws)
+                    self.keys().verify_payload(jws, typ)
                 } else {
                     Err(VerifyError::UnknownKey(kid))
                 }
@@ -587,17 +820,47 @@ impl LicenseManager {
             .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
     }
 
+    /// Records the rollback floor (the latest time seen as capped by
+    /// [`MAX_SEEN_AHEAD_SECS`] with an issuer) when it moved on by more than a minute, or
+    /// back (a reset, or a record left too far ahead).
     async fn persist_seen(&self) {
-        let seen = self.effective_now();
+        let seen = self.floor_at(self.inner.clock.now());
         let persisted = self.inner.persisted_seen.load(Ordering::SeqCst);
-        if seen <= persisted.saturating_add(60) && persisted != i64::MIN {
+        if persisted != i64::MIN && (persisted..=persisted.saturating_add(60)).contains(&seen) {
             return;
         }
         match self.blocking(move |s| s.save_latest_seen(seen)).await {
             Ok(()) => {
-                self.inner.persisted_seen.fetch_max(seen, Ordering::SeqCst);
+                self.inner.persisted_seen.store(seen, Ordering::SeqCst);
             }
             Err(e) => tracing::warn!(error = %e, "could not record the latest time seen"),
         }
     }
+}
+
+/// How far a time the issuer vouched for counts in
+/// [`LicenseManager::credit_issuer_time`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credit {
+    /// Just received from the issuer (installed, renewed, polled): counts up
+    /// to [`NBF_LEEWAY_SECS`] past the effective now (an issuer clock a
+    /// little ahead), and may reset a latest time seen that ran ahead.
+    Fresh,
+    /// Verified while running, not just received (a token taken up from the
+    /// store, or whose key arrived late): as `Fresh`, without the reset.
+    Known,
+    /// Read back at start. It was taken when it was at most a little ahead,
+    /// so it counts up to the recorded latest time seen (plus the leeway);
+    /// without a record (`license.seen` deleted) in full: then it is the
+    /// only trace of time the instance has, and the clock may be set back.
+    Restored,
+}
+
+/// The rollback floor for latest time seen `seen`, newest verified issuer
+/// time `newest` (`i64::MIN` for none) and how far `seen` counts past it.
+pub(crate) fn floor(seen: i64, newest: i64, cap: i64) -> i64 {
+    if newest == i64::MIN {
+        return seen;
+    }
+    newest.max(seen.min(newest.saturating_add(cap)))
 }

@@ -2,13 +2,11 @@
 //! expiry, warnings and the full [`StateInfo`], judged at the effective now
 //! (never earlier than the latest time seen).
 
-use std::sync::atomic::Ordering;
-
 use charter_token::Claims;
 use charter_token::rules::{self, InstanceUrl, subject_matches};
 use tokio::sync::watch;
 
-use crate::manager::{Check, LicenseManager, ROLLBACK_TOLERANCE_SECS};
+use crate::manager::{Check, Expect, LicenseManager, ROLLBACK_TOLERANCE_SECS};
 use crate::revocations::RevocationList;
 use crate::state::{Source, StateInfo, TokenStatus, Warning, expiry_warnings};
 
@@ -23,7 +21,7 @@ impl LicenseManager {
         let now = self.effective_now();
         let revoked = self.revocation_list();
         let held = self.held();
-        judge(&held.check, now, &self.inner.root_url, revoked.as_deref()).0
+        judge(&held.check, now, self.target(), revoked.as_deref()).0
     }
 
     /// Token expiry (`exp`) of a verified token.
@@ -39,7 +37,7 @@ impl LicenseManager {
         let now = self.effective_now();
         let revoked = self.revocation_list();
         let held = self.held();
-        match judge(&held.check, now, &self.inner.root_url, revoked.as_deref()) {
+        match judge(&held.check, now, self.target(), revoked.as_deref()) {
             (TokenStatus::Valid, _) => match &held.check {
                 Check::Verified(c) => Some((**c).clone()),
                 _ => None,
@@ -97,16 +95,11 @@ impl LicenseManager {
     /// A full snapshot, judged now.
     pub fn state_info(&self) -> StateInfo {
         let now = self.inner.clock.now();
-        let seen = self.inner.latest_seen.fetch_max(now, Ordering::SeqCst);
+        let seen = self.floor_at(now);
         let effective = now.max(seen);
         let revoked = self.revocation_list();
         let held = self.held();
-        let (status, reason) = judge(
-            &held.check,
-            effective,
-            &self.inner.root_url,
-            revoked.as_deref(),
-        );
+        let (status, reason) = judge(&held.check, effective, self.target(), revoked.as_deref());
         let claims = match &held.check {
             Check::Verified(c) => Some((**c).clone()),
             _ => None,
@@ -143,7 +136,8 @@ impl LicenseManager {
             (Some(c), Some(_), s, src)
                 if s != TokenStatus::InvalidSubject
                     && src != Some(Source::BuiltIn)
-                    && revoked_lid.is_none() =>
+                    && revoked_lid.is_none()
+                    && self.inner.expect.mismatch(c).is_none() =>
             {
                 Some(rules::renewal_due_at(c))
             }
@@ -166,11 +160,34 @@ impl LicenseManager {
         self.inner.tx.subscribe()
     }
 
-    /// Now, never earlier than the latest time seen (clock rollback guard).
+    /// Now, never earlier than the latest time seen (clock rollback guard),
+    /// itself never earlier than the newest time the issuer vouched for (a
+    /// verified token's or revocation list's `iat`) and, with an issuer,
+    /// counted at most [`crate::manager::MAX_SEEN_AHEAD_SECS`] beyond it.
     pub fn effective_now(&self) -> i64 {
         let now = self.inner.clock.now();
-        now.max(self.inner.latest_seen.fetch_max(now, Ordering::SeqCst))
+        now.max(self.floor_at(now))
     }
+
+    /// The clock rollback guard's floor now: what [`LicenseManager::effective_now`]
+    /// never goes below (for diagnostics and tests).
+    pub fn latest_time_seen(&self) -> i64 {
+        self.floor_at(self.inner.clock.now())
+    }
+
+    fn target(&self) -> Target<'_> {
+        Target {
+            root: &self.inner.root_url,
+            expect: &self.inner.expect,
+        }
+    }
+}
+
+/// What a token must name to be valid here.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    root: &'a InstanceUrl,
+    expect: &'a Expect,
 }
 
 fn is_revoked(list: Option<&RevocationList>, lid: &str) -> bool {
@@ -182,9 +199,10 @@ fn is_revoked(list: Option<&RevocationList>, lid: &str) -> bool {
 fn judge(
     check: &Check,
     now: i64,
-    root: &InstanceUrl,
+    target: Target<'_>,
     revoked: Option<&RevocationList>,
 ) -> (TokenStatus, Option<String>) {
+    let root = target.root;
     match check {
         Check::NotLoaded => (TokenStatus::NotLoaded, Some("not loaded yet".into())),
         Check::NotFound => (TokenStatus::NotFound, Some("no license installed".into())),
@@ -201,6 +219,8 @@ fn judge(
                     TokenStatus::InvalidSubject,
                     Some(format!("license is for {}, not {root}", c.sub)),
                 )
+            } else if let Some(why) = target.expect.mismatch(c) {
+                (TokenStatus::Invalid, Some(why))
             } else if now < c.nbf {
                 (
                     TokenStatus::Loaded,

@@ -156,9 +156,10 @@ impl LicenseManager {
     }
 
     /// When the held token should be renewed: `iat + update_days`, for a
-    /// verified token naming this instance; `None` when there is nothing to
-    /// renew (no issuer, no such token, a revoked license, or the built-in
-    /// license, which ships with the product).
+    /// verified token naming this instance (and its product and issuer, when
+    /// configured); `None` when there is nothing to renew (no issuer, no such
+    /// token, a revoked license, or the built-in license, which ships with
+    /// the product).
     pub fn renewal_due_at(&self) -> Option<i64> {
         self.inner.issuer.as_ref()?;
         if self.held_revoked_lid().is_some() {
@@ -167,7 +168,10 @@ impl LicenseManager {
         let held = self.held();
         match (&held.check, held.source) {
             (_, Some(Source::BuiltIn)) => None,
-            (Check::Verified(c), _) if subject_matches(&c.sub, self.root_url()) => {
+            (Check::Verified(c), _)
+                if subject_matches(&c.sub, self.root_url())
+                    && self.inner.expect.mismatch(c).is_none() =>
+            {
                 Some(renewal_due_at(c))
             }
             _ => None,
@@ -202,7 +206,10 @@ impl LicenseManager {
         loop {
             self.tick().await;
             let due = self.renewal_due_at();
-            let now = self.inner.clock.now();
+            // Judged at the effective now, as the token is: after a clock
+            // that ran ahead, renewing at once brings the fresh `iat` that
+            // resets the rollback guard.
+            let now = self.effective_now();
             let wait = match due {
                 Some(due) if now >= due => {
                     match self.renew_now().await {

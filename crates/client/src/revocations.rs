@@ -1,16 +1,25 @@
 //! Revocations: the issuer's `GET /api/revocations` answers
 //! `{"token": "<JWS>", "revoked": [lid, ...]}`. Only the JWS counts: it is
-//! signed like license tokens and its payload is
-//! `{"iss", "iat", "exp", "revoked": [lid, ...]}`.
+//! signed with the keys that sign license tokens, with its own header `typ`
+//! ([`charter_token::REVOCATIONS_TYP`], so neither passes for the other),
+//! and its payload is `{"iss", "iat", "exp", "revoked": [lid, ...]}`.
 //!
 //! [`LicenseManager::tick`] polls it every `revocations_interval` (at start,
 //! then on the ticks that find it due). A list is taken only when its
-//! signature checks against the key set (refreshed from the JWKS when its
-//! `kid` is unknown), it has not expired, and it is not older than the list
-//! held; otherwise it is ignored and the last good list stays in force. The
-//! last good list is kept in the [`crate::TokenStore`] (`license.revoked`
-//! beside the token for [`crate::FileStore`]) and read back at start, expired
-//! or not, so a restart without the issuer still remembers revocations.
+//! signature and `typ` check against the key set (refreshed from the JWKS
+//! when its `kid` is unknown), it has not expired, it was not issued in the
+//! future (beyond [`NBF_LEEWAY_SECS`]), and it is not older than the list
+//! held (an older list that withdraws nothing from the held one is simply
+//! not needed: replicas of the issuer sign a few seconds apart); otherwise
+//! it is ignored and the last good list stays in force. The last good list
+//! is kept in the [`crate::TokenStore`] (`license.revoked` beside the token
+//! for [`crate::FileStore`]) and read back at start, expired or not, so a
+//! restart without the issuer still remembers revocations; a recorded list
+//! that does not verify (damaged, forged, or signed by a key no longer
+//! known) is ignored, never kept, and a recorded list's `iat` counts for
+//! staleness no further than [`NBF_LEEWAY_SECS`] past now, so no list can
+//! make every later one look older. A verified list's `iat` is a time the
+//! issuer vouches for: the clock rollback guard never judges before it.
 //!
 //! A held token whose `lid` is on the list is not valid (status 3 Invalid,
 //! reason and [`crate::Warning::LicenseRevoked`]); it is not renewed, and a
@@ -21,12 +30,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use charter_token::{MAX_DOCUMENT_LEN, VerifyError};
+use charter_token::{MAX_DOCUMENT_LEN, REVOCATIONS_TYP, VerifyError};
 use serde::Deserialize;
 
-use crate::manager::{Check, LicenseManager, NBF_LEEWAY_SECS};
+use crate::manager::{Check, Credit, LicenseManager, NBF_LEEWAY_SECS};
 use crate::state::StateInfo;
 
 /// The largest answer read: the JWS and the plain array beside it.
@@ -102,26 +109,38 @@ impl LicenseManager {
         let _p = self.inner.revocations_poll.lock().await;
         let jws = self.fetch_revocations(&url).await?;
         let list: RevocationList = self
-            .verify_document::<Payload>(&jws)
+            .verify_document::<Payload>(&jws, REVOCATIONS_TYP)
             .await
             .map_err(RevocationError::BadSignature)?
             .into();
-        let now = self.effective_now();
+        let now = self.judging_time(list.iat);
         if now >= list.exp {
             return Err(RevocationError::Expired { exp: list.exp });
         }
-        if list.iat > now + NBF_LEEWAY_SECS {
+        if list.iat > now.saturating_add(NBF_LEEWAY_SECS) {
             return Err(RevocationError::FromTheFuture { iat: list.iat });
         }
+        let mut list = list;
         if let Some(held) = self.revocation_list()
             && list.iat < held.iat
         {
-            return Err(RevocationError::Stale {
-                iat: list.iat,
-                held: held.iat,
-            });
+            if !held.lids.is_subset(&list.lids) {
+                return Err(RevocationError::Stale {
+                    iat: list.iat,
+                    held: held.iat,
+                });
+            }
+            // Older, but it withdraws nothing (another issuer replica's list,
+            // signed a little earlier): its revocations count, the held
+            // list's time stays the staleness floor.
+            if held.lids == list.lids {
+                return Ok(self.publish());
+            }
+            list.iat = held.iat;
         }
+        let iat = list.iat;
         self.take_revocations(list);
+        self.credit_issuer_time(iat, Credit::Fresh);
         let owned = jws.clone();
         if let Err(e) = self.blocking(move |s| s.save_revocations(&owned)).await {
             tracing::warn!(error = %e, "could not record the revocation list");
@@ -183,9 +202,13 @@ impl LicenseManager {
     }
 
     /// Reads back the last good list at start. Its expiry does not matter
-    /// here (it only stops the issuer's old answers from being replayed). A
-    /// list whose key is unknown (not pinned, JWKS unreachable) is still
-    /// taken: it can only withdraw trust. A badly signed one is ignored.
+    /// here (it only stops the issuer's old answers from being replayed).
+    /// Only a list that verifies now is taken: one that does not (damaged,
+    /// forged, or its key is no longer known and the JWKS cannot supply it)
+    /// is ignored until the next poll. Even so, its `iat` counts for
+    /// staleness no further than [`NBF_LEEWAY_SECS`] past now, so no list
+    /// can make every later one look older; as a verified time for the
+    /// clock rollback guard, see [`crate::manager`]'s `Credit::Restored`.
     pub(crate) async fn restore_revocations(&self) {
         let jws = match self.blocking(|s| s.load_revocations()).await {
             Ok(Some(jws)) => jws,
@@ -195,18 +218,16 @@ impl LicenseManager {
                 return;
             }
         };
-        let payload = match self.verify_document::<Payload>(&jws).await {
+        let payload = match self.verify_document::<Payload>(&jws, REVOCATIONS_TYP).await {
             Ok(p) => p,
-            Err(VerifyError::UnknownKey(_)) => match unverified_payload(&jws) {
-                Some(p) => p,
-                None => return,
-            },
             Err(e) => {
-                tracing::warn!(error = %e, "ignoring the recorded revocation list");
+                tracing::warn!(error = %e, "ignoring the recorded revocation list: it does not verify");
                 return;
             }
         };
-        let list = RevocationList::from(payload);
+        let mut list = RevocationList::from(payload);
+        let iat = list.iat;
+        list.iat = iat.min(self.effective_now().saturating_add(NBF_LEEWAY_SECS));
         if self
             .revocation_list()
             .is_some_and(|held| held.iat > list.iat)
@@ -214,6 +235,7 @@ impl LicenseManager {
             return;
         }
         self.take_revocations(list);
+        self.credit_issuer_time(iat, Credit::Restored);
     }
 
     /// Polls the list when it is due (at start, then every
@@ -270,11 +292,4 @@ impl LicenseManager {
             .map_err(|e| RevocationError::BadAnswer(format!("not a revocation answer: {e}")))?;
         Ok(answer.token)
     }
-}
-
-/// The payload of a JWS read without checking its signature.
-fn unverified_payload(jws: &str) -> Option<Payload> {
-    let part = jws.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }

@@ -167,9 +167,48 @@ async fn delete_resets_to_the_builtin_license() {
     assert_eq!(s.manager.state_info().source, Some(Source::BuiltIn));
 }
 
+/// Finding 9: without a built-in license, DELETE removes the installed
+/// license (so a revocation the issuer pushes reaches such a host): 200,
+/// `Valid: false`, `License: null`, and nothing is stored afterwards.
+#[tokio::test]
+async fn delete_without_a_builtin_license_removes_the_license() {
+    let s = with_builtin(None, Some(valid_token())).await;
+    assert!(s.manager.is_valid());
+    let r = s.router(Dialect::Consul);
+    let (status, body) = send(
+        &r,
+        Method::DELETE,
+        "/v1/operator/license?dc=dc1",
+        admin(),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["Valid"], false, "{body}");
+    assert_eq!(body["License"], Value::Null, "{body}");
+    assert!(body["Warnings"].is_array(), "{body}");
+    assert_eq!(s.stored(), None, "the installed license is gone");
+    assert_eq!(s.manager.status(), TokenStatus::NotFound);
+    assert!(!s.manager.is_valid());
+    // GET agrees; a second DELETE is harmless.
+    let (_, got) = send(&r, Method::GET, PATH, None, "").await;
+    assert_eq!(got["Valid"], false);
+    let (status, body) = send(&r, Method::DELETE, PATH, admin(), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Still operator:write.
+    let (status, _) = send(&r, Method::DELETE, PATH, None, "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
 #[tokio::test]
 async fn delete_fails_when_the_builtin_license_is_not_valid() {
-    for builtin in [None, Some(expired_token()), Some(wrong_instance_token())] {
+    let mut later = claims();
+    later.nbf = NOW + DAY;
+    for builtin in [
+        Some(expired_token()),
+        Some(wrong_instance_token()),
+        Some(sign(&later)),
+    ] {
         let s = with_builtin(builtin.clone(), Some(valid_token())).await;
         let (status, body) = send(
             &s.router(Dialect::Consul),

@@ -76,16 +76,170 @@ async fn a_glob_subject_covers_a_fleet() {
         s.manager.install(&sign(&c)).await,
         Err(InstallError::WrongInstance { .. })
     ));
+
+    // Finding 10: `*` is one label, IP literals and `**`/host-only
+    // patterns never match this instance.
+    for sub in [
+        "https://*.com/",
+        "https://*/",
+        "https://**/",
+        "https://**.example.com/",
+        "https://*.*.example.com/",
+        "https://[2001:db8::1]/",
+        "https://[grafana]/",
+        "https://graf?na.example.com/",
+    ] {
+        c.sub = sub.into();
+        let s = setup(Some(sign(&c))).await;
+        assert_eq!(s.manager.status(), TokenStatus::InvalidSubject, "{sub}");
+        assert!(
+            matches!(
+                s.manager.install(&sign(&c)).await,
+                Err(InstallError::WrongInstance { .. })
+            ),
+            "{sub}"
+        );
+    }
 }
 
+/// Finding 13: with the host's products and issuer configured, a token for
+/// another product (a cheaper one, same URL) or from another issuer is
+/// refused and, held, not valid nor renewed; unset, neither is checked.
 #[tokio::test]
-async fn install_refuses_a_token_not_valid_yet() {
+async fn a_token_for_another_product_or_issuer_is_not_valid_here() {
+    let start = |token: Option<String>, products: Option<Vec<&str>>, iss: Option<&str>| {
+        let (mut cfg, store, clock) = config(token);
+        cfg.products = products.map(|p| p.into_iter().map(str::to_string).collect());
+        cfg.expected_issuer = iss.map(str::to_string);
+        cfg.issuer = Some("http://127.0.0.1:9".into());
+        async move {
+            Setup {
+                manager: LicenseManager::start(cfg).await.expect("starts"),
+                store,
+                clock,
+            }
+        }
+    };
+    let mut cheap = claims();
+    cheap.prod = vec!["grafana-oss-support".into()];
+    let cheap = sign(&cheap);
+    let mut foreign = claims();
+    foreign.iss = "https://licenses.someone-else.example/".into();
+    let foreign = sign(&foreign);
+    let products = Some(vec!["grafana-enterprise", "grafana-cloud"]);
+    // Written without the trailing slash the issuer puts in `iss`.
+    let iss = Some("https://issuer.example");
+
+    // Held from before: not valid, reason given, not renewed.
+    for (name, token) in [("product", &cheap), ("issuer", &foreign)] {
+        let s = start(Some(token.clone()), products.clone(), iss).await;
+        let info = s.manager.state_info();
+        assert_eq!(info.status, TokenStatus::Invalid, "{name}");
+        assert!(!info.valid);
+        let reason = info.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains("not for") || reason.contains("not by"),
+            "{name}: {reason}"
+        );
+        assert_eq!(info.renewal.due_at, None, "{name}");
+        assert_eq!(s.manager.renewal_due_at(), None, "{name}");
+        assert!(!s.manager.feature_enabled("reporting"));
+
+        // Installing it is refused in every dialect, nothing changes.
+        let s = start(Some(valid_token()), products.clone(), iss).await;
+        let err = s.manager.install(token).await.expect_err(name);
+        assert!(
+            matches!(err, InstallError::NotForThisProduct(_)),
+            "{name}: {err}"
+        );
+        for (dialect, method, path, body) in [
+            (
+                charter_client::api::Dialect::Grafana,
+                axum::http::Method::POST,
+                "/api/licensing/token",
+                serde_json::json!({ "token": token }).to_string(),
+            ),
+            (
+                charter_client::api::Dialect::Consul,
+                axum::http::Method::PUT,
+                "/v1/operator/license",
+                token.clone(),
+            ),
+            (
+                charter_client::api::Dialect::Redis,
+                axum::http::Method::PUT,
+                "/v1/license",
+                serde_json::json!({ "license": token }).to_string(),
+            ),
+        ] {
+            let (status, body) = send(&s.router(dialect), method, path, admin(), body).await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{name} {dialect:?}: {body}"
+            );
+        }
+        assert_eq!(s.stored(), Some(valid_token()), "{name}");
+        assert!(s.manager.is_valid());
+    }
+
+    // The right product (any of the token's) and issuer: valid.
+    let mut multi = claims();
+    multi.prod = vec!["other".into(), "grafana-cloud".into()];
+    let s = start(Some(sign(&multi)), products.clone(), iss).await;
+    assert!(s.manager.is_valid());
+    assert!(s.manager.renewal_due_at().is_some());
+
+    // Not configured: not checked (compatibility).
+    let s = start(Some(cheap.clone()), None, None).await;
+    assert!(s.manager.is_valid());
+    let s = start(Some(foreign), None, None).await;
+    assert!(s.manager.is_valid());
+}
+
+/// A license that starts later (`nbf` in the future) installs and is held
+/// as 2 Loaded until `nbf`, then is valid, as the crate docs say; it enables
+/// nothing before.
+#[tokio::test]
+async fn a_token_not_valid_yet_installs_and_is_loaded_until_nbf() {
     let s = setup(Some(valid_token())).await;
     let mut c = claims();
+    c.jti = "later".into();
     c.nbf = NOW + DAY;
-    let err = s.manager.install(&sign(&c)).await.expect_err("refused");
-    assert!(err.to_string().contains("not valid before"), "{err}");
-    assert_eq!(s.stored(), Some(valid_token()));
+    let token = sign(&c);
+    let info = s.manager.install(&token).await.expect("installs");
+    assert_eq!(info.status, TokenStatus::Loaded);
+    assert!(!info.valid);
+    let reason = info.reason.clone().unwrap_or_default();
+    assert!(reason.contains("not valid before"), "{reason}");
+    assert_eq!(info.claims.map(|c| c.jti), Some("later".to_string()));
+    assert_eq!(s.stored(), Some(token.clone()));
+    assert!(!s.manager.is_valid());
+    assert!(!s.manager.feature_enabled("reporting"));
+    assert_eq!(s.manager.limit("included_users"), None);
+
+    // Grafana's status 2 through the endpoint too.
+    let (status, body) = send(
+        &s.router(charter_client::api::Dialect::Grafana),
+        axum::http::Method::POST,
+        "/api/licensing/token",
+        admin(),
+        serde_json::json!({ "token": token }).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], 2, "{body}");
+
+    s.clock.set(NOW + DAY - 1);
+    assert_eq!(s.manager.status(), TokenStatus::Loaded);
+    s.clock.set(NOW + DAY);
+    assert_eq!(s.manager.status(), TokenStatus::Valid);
+    assert!(s.manager.feature_enabled("reporting"));
+
+    // Expired and tampered tokens are still refused.
+    for (name, bad) in bad_tokens() {
+        assert!(s.manager.install(&bad).await.is_err(), "{name}");
+    }
 }
 
 #[tokio::test]
@@ -305,14 +459,13 @@ async fn a_token_from_an_issuer_clock_slightly_ahead_is_valid_at_once() {
         info.warnings
     );
 
-    // A license that starts later is still refused.
-    let mut later = claims();
-    later.nbf = NOW + DAY;
-    assert!(s.manager.install(&sign(&later)).await.is_err());
-    // So is a token whose nbf is ahead but not its iat.
+    // A token whose nbf is ahead but not its iat is held until nbf.
     let mut odd = claims();
-    odd.nbf = NOW + 60;
-    assert!(s.manager.install(&sign(&odd)).await.is_err());
+    odd.nbf = NOW + 90;
+    let info = s.manager.install(&sign(&odd)).await.expect("installs");
+    assert_eq!(info.status, TokenStatus::Loaded);
+    s.clock.set(NOW + 90);
+    assert!(s.manager.is_valid());
 }
 
 #[tokio::test]

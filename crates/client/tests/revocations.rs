@@ -18,7 +18,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use charter_client::api::Dialect;
 use charter_client::store::REVOKED_FILE;
 use charter_client::token::keys::generate_pem;
-use charter_client::token::{JwkSet, KeyAlg, KeySet, Keyring, SigningKey, VerifyError};
+use charter_client::token::{
+    DAY, JwkSet, KeyAlg, KeySet, Keyring, REVOCATIONS_TYP, SigningKey, TOKEN_TYP, VerifyError,
+};
 use charter_client::{
     FileStore, InstallError, LicenseManager, RenewError, RevocationError, TokenStatus, Warning,
 };
@@ -83,7 +85,10 @@ fn list_at(ring: &Keyring, iat: i64, exp: i64, lids: &[&str]) -> String {
         "revoked": lids,
     });
     ring.signing_key()
-        .sign_payload(&serde_json::to_vec(&payload).expect("serialises"))
+        .sign_payload(
+            REVOCATIONS_TYP,
+            &serde_json::to_vec(&payload).expect("serialises"),
+        )
         .expect("signs")
 }
 
@@ -301,11 +306,37 @@ async fn bad_lists_are_ignored_and_the_last_good_one_kept() {
             answer(
                 &keyring()
                     .signing_key()
-                    .sign_payload(br#"{"revoked":"lic-1"}"#)
+                    .sign_payload(REVOCATIONS_TYP, br#"{"revoked":"lic-1"}"#)
                     .expect("signs"),
             ),
             |e| matches!(e, RevocationError::BadSignature(VerifyError::Malformed(_))),
         ),
+        (
+            "a list signed as a license token",
+            answer(
+                &keyring()
+                    .signing_key()
+                    .sign_payload(
+                        TOKEN_TYP,
+                        json!({"iat": NOW - 10, "exp": NOW + 3590, "revoked": ["lic-1"]})
+                            .to_string()
+                            .as_bytes(),
+                    )
+                    .expect("signs"),
+            ),
+            |e| {
+                matches!(
+                    e,
+                    RevocationError::BadSignature(VerifyError::WrongType { .. })
+                )
+            },
+        ),
+        ("a license token", answer(&valid_token()), |e| {
+            matches!(
+                e,
+                RevocationError::BadSignature(VerifyError::WrongType { .. })
+            )
+        }),
         (
             "only the plain array",
             json!({"token": list(&keyring(), &[]), "revoked": ["lic-1"]}),
@@ -515,4 +546,123 @@ async fn installing_a_revoked_license_is_refused_in_every_dialect() {
     c.lid = "lic-2".into();
     let info = s.manager.install(&sign(&c)).await.expect("installs");
     assert_eq!(info.status, TokenStatus::Valid);
+}
+
+/// A manager over the data dir `dir` (holding the valid token) polling `url`.
+async fn on_disk(dir: &std::path::Path, url: &str) -> LicenseManager {
+    use charter_client::TokenStore;
+    let store = Arc::new(FileStore::open(dir).expect("store opens"));
+    if store.load().expect("reads").is_none() {
+        store.save(&valid_token()).expect("token saved");
+    }
+    let (mut cfg, _, _) = config(None);
+    cfg.store = store;
+    cfg.issuer = Some(url.to_string());
+    LicenseManager::start(cfg).await.expect("starts")
+}
+
+/// Finding 3: a `license.revoked` signed by a key nobody trusts, issued in
+/// the year 2100, was taken unverified at start and made every real list
+/// "older": revocation was off for good. It is now ignored.
+#[tokio::test]
+async fn a_forged_revocation_record_is_ignored_and_real_lists_still_count() {
+    const Y2100: i64 = 4_102_444_800;
+    let (url, issuer, _server) = issuer().await;
+    for forged_lids in [&[][..], &["lic-1"][..]] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let forged = list_at(&attacker(), Y2100, Y2100 + 3600, forged_lids);
+        std::fs::write(dir.path().join(REVOKED_FILE), &forged).expect("writes");
+        let m = on_disk(dir.path(), &url).await;
+        assert!(m.revoked_licenses().is_empty(), "{forged_lids:?}: not kept");
+        assert_eq!(m.revocations_issued_at(), None);
+        assert!(m.is_valid(), "{forged_lids:?}");
+        assert!(m.effective_now() < Y2100, "no time taken from it");
+
+        issuer.serve(answer(&list(&keyring(), &["lic-1"])));
+        m.refresh_revocations()
+            .await
+            .expect("the issuer's list is taken");
+        assert_revoked(&m, "lic-1");
+        issuer.serve(answer(&list(&keyring(), &[])));
+    }
+}
+
+/// Finding 3: even a list that verifies cannot set the staleness floor
+/// further than the leeway past now (the issuer's clock was wrong once).
+#[tokio::test]
+async fn a_recorded_list_from_the_future_does_not_make_later_lists_stale() {
+    let (url, issuer, _server) = issuer().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An instance that has run before: it recorded the latest time seen.
+    drop(on_disk(dir.path(), &url).await.tick().await);
+    let future = list_at(&keyring(), NOW + 365 * DAY, NOW + 366 * DAY, &["lic-0"]);
+    std::fs::write(dir.path().join(REVOKED_FILE), &future).expect("writes");
+    let m = on_disk(dir.path(), &url).await;
+    assert!(m.is_valid(), "its time counts only up to the record");
+    assert_eq!(
+        m.revoked_licenses(),
+        vec!["lic-0"],
+        "verified: its ids count"
+    );
+    let floor = m.revocations_issued_at().expect("held");
+    assert!(floor <= NOW + 120, "staleness floor capped: {floor}");
+
+    // A list issued after the cap is taken whatever it says.
+    issuer.serve(answer(&list_at(
+        &keyring(),
+        NOW + 200,
+        NOW + 3600,
+        &["lic-1"],
+    )));
+    m.refresh_revocations().await.expect("taken");
+    assert_revoked(&m, "lic-1");
+    assert_eq!(m.revoked_licenses(), vec!["lic-1"]);
+}
+
+/// A list from another issuer replica signed a little earlier than the one
+/// held, with the same or more revoked ids, is not an error; with more,
+/// they count. One that drops an id is stale.
+#[tokio::test]
+async fn an_older_list_that_withdraws_nothing_is_not_stale() {
+    let (url, issuer, _server) = issuer().await;
+    let s = managed(&url, Some(valid_token())).await;
+    issuer.serve(answer(&list_at(
+        &keyring(),
+        NOW - 10,
+        NOW + 3590,
+        &["lic-0"],
+    )));
+    s.manager.refresh_revocations().await.expect("taken");
+    issuer.serve(answer(&list_at(
+        &keyring(),
+        NOW - 40,
+        NOW + 3560,
+        &["lic-0"],
+    )));
+    s.manager
+        .refresh_revocations()
+        .await
+        .expect("same ids, a little older: fine");
+    assert_eq!(s.manager.revocations_issued_at(), Some(NOW - 10));
+    issuer.serve(answer(&list_at(
+        &keyring(),
+        NOW - 40,
+        NOW + 3560,
+        &["lic-0", "lic-1"],
+    )));
+    s.manager
+        .refresh_revocations()
+        .await
+        .expect("more ids count");
+    assert_revoked(&s.manager, "lic-1");
+    assert_eq!(s.manager.revocations_issued_at(), Some(NOW - 10));
+    issuer.serve(answer(&list_at(
+        &keyring(),
+        NOW - 40,
+        NOW + 3560,
+        &["lic-0"],
+    )));
+    let err = s.manager.refresh_revocations().await.expect_err("stale");
+    assert!(matches!(err, RevocationError::Stale { .. }), "{err}");
+    assert_revoked(&s.manager, "lic-1");
 }

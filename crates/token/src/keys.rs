@@ -25,10 +25,17 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rsa::traits::PublicKeyParts;
 
 use crate::claims::Claims;
+
+/// The JOSE `typ` of license tokens (the ecosystem's default).
+pub const TOKEN_TYP: &str = "JWT";
+/// The JOSE `typ` of the issuer's signed revocation list: a document of
+/// another kind, so that it can never pass for a license token (nor a token
+/// for a list).
+pub const REVOCATIONS_TYP: &str = "charter-revocations+jwt";
 
 /// Name of the file that holds the signing key's `kid`.
 pub const SIGNING_FILE: &str = "signing";
@@ -234,7 +241,7 @@ enum Signer {
 pub struct SigningKey {
     public: PublicKey,
     signer: Signer,
-    /// The base64url JOSE header, computed once.
+    /// The base64url JOSE header of license tokens (`typ` [`TOKEN_TYP`]), computed once.
     header_b64: String,
     rng: SystemRandom,
 }
@@ -286,9 +293,7 @@ impl SigningKey {
     }
 
     fn new(public: PublicKey, signer: Signer) -> Self {
-        let header =
-            serde_json::json!({"alg": public.alg.as_str(), "typ": "JWT", "kid": public.kid});
-        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        let header_b64 = header_b64(&public, TOKEN_TYP);
         SigningKey {
             public,
             signer,
@@ -309,18 +314,28 @@ impl SigningKey {
         &self.public
     }
 
-    /// Signs the claims into a compact JWS. The key is parsed already; this
-    /// costs one JSON serialisation and one signature.
+    /// Signs the claims into a compact JWS (`typ` [`TOKEN_TYP`]). The key is
+    /// parsed already; this costs one JSON serialisation and one signature.
     pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
         let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Sign)?;
-        self.sign_payload(&payload)
+        self.sign_payload(TOKEN_TYP, &payload)
     }
 
-    /// Signs an already serialised claims object (used by tests to produce
-    /// tokens with odd payloads).
-    pub fn sign_payload(&self, payload: &[u8]) -> Result<String, KeyError> {
-        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 400);
-        token.push_str(&self.header_b64);
+    /// Signs an already serialised payload as a document of type `typ`
+    /// (the JOSE header's `typ`): [`TOKEN_TYP`] for license tokens (tests use
+    /// it to produce tokens with odd payloads), [`REVOCATIONS_TYP`] for the
+    /// revocation list. Verifiers check the `typ`, so a document signed as
+    /// one kind is refused as the other.
+    pub fn sign_payload(&self, typ: &str, payload: &[u8]) -> Result<String, KeyError> {
+        let other;
+        let header = if typ == TOKEN_TYP {
+            self.header_b64.as_str()
+        } else {
+            other = header_b64(&self.public, typ);
+            other.as_str()
+        };
+        let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 400);
+        token.push_str(header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(payload, &mut token);
         let signature = match &self.signer {
@@ -336,6 +351,12 @@ impl SigningKey {
         URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
         Ok(token)
     }
+}
+
+/// The base64url JOSE header for `typ` signed with `key`.
+fn header_b64(key: &PublicKey, typ: &str) -> String {
+    let header = serde_json::json!({"alg": key.alg.as_str(), "typ": typ, "kid": key.kid});
+    URL_SAFE_NO_PAD.encode(header.to_string())
 }
 
 /// A set of public keys by `kid`. It can verify and publish, never sign.
@@ -517,19 +538,30 @@ pub fn list(dir: &Path) -> Result<Vec<KeyInfo>, KeyError> {
         .collect())
 }
 
-/// Generates a private key as PKCS#8 PEM: RSA with the `rsa` crate, Ed25519 with aws-lc-rs.
+/// Generates a private key as PKCS#8 PEM, with aws-lc-rs. (The `rsa` crate
+/// only parses keys: its private-key operations are not constant-time,
+/// RUSTSEC-2023-0071.)
 pub fn generate_pem(alg: KeyAlg, bits: usize) -> Result<String, KeyError> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::KeySize;
     match alg {
         KeyAlg::Rs256 => {
-            if ![2048, 3072, 4096].contains(&bits) {
-                return Err(KeyError::BadBits(bits));
-            }
-            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
-                .map_err(|e| KeyError::Generate(e.to_string()))?;
-            let pem = key
-                .to_pkcs8_pem(LineEnding::LF)
-                .map_err(|e| KeyError::Generate(e.to_string()))?;
-            Ok(pem.to_string())
+            let size = match bits {
+                2048 => KeySize::Rsa2048,
+                3072 => KeySize::Rsa3072,
+                4096 => KeySize::Rsa4096,
+                _ => return Err(KeyError::BadBits(bits)),
+            };
+            let key = RsaKeyPair::generate(size)
+                .map_err(|_| KeyError::Generate(format!("RSA {bits}")))?;
+            let der = key
+                .as_der()
+                .map_err(|_| KeyError::Generate(format!("RSA {bits}: PKCS#8 export")))?;
+            let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+            Ok(pem::encode_config(
+                &pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()),
+                lf,
+            ))
         }
         KeyAlg::EdDsa => {
             let doc = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new())

@@ -15,7 +15,9 @@ pub mod wire;
 
 pub use claims::{Claims, DAY};
 pub use jsonwebtoken::jwk::{Jwk, JwkSet};
-pub use keys::{KeyAlg, KeyError, KeyInfo, KeySet, Keyring, PublicKey, SigningKey};
-pub use rules::{InstanceUrl, UrlError, now};
+pub use keys::{
+    KeyAlg, KeyError, KeyInfo, KeySet, Keyring, PublicKey, REVOCATIONS_TYP, SigningKey, TOKEN_TYP,
+};
+pub use rules::{InstanceUrl, UrlError, now, parse_subject};
 pub use verify::{MAX_DOCUMENT_LEN, MAX_TOKEN_LEN, VerifyError, check_times, insecure_decode};
 pub use wire::{ErrorBody, RenewRequest, TokenResponse, Usage};

@@ -317,6 +317,138 @@ fn instance_urls_and_subject_globs() {
     assert!(!subject_matches("https://*.example.com/", &deep));
 }
 
+fn url(s: &str) -> InstanceUrl {
+    InstanceUrl::parse(s).unwrap()
+}
+
+/// Finding 10: only whole `*` labels are wildcards, each one DNS label; IP
+/// literals and other glob syntax are literal.
+#[test]
+fn a_wildcard_label_matches_exactly_one_label() {
+    let pattern = "https://*.example.com/";
+    assert!(subject_matches(pattern, &url("https://a.example.com/")));
+    assert!(subject_matches(pattern, &url("https://A.Example.COM")));
+    assert!(subject_matches(
+        "HTTPS://*.Example.com",
+        &url("https://a.example.com/")
+    ));
+    // `*` never crosses a dot, nor stands for nothing.
+    assert!(!subject_matches(pattern, &url("https://a.b.example.com/")));
+    assert!(!subject_matches(pattern, &url("https://example.com/")));
+    assert!(!subject_matches(
+        pattern,
+        &url("https://a.example.com.evil.org/")
+    ));
+    assert!(!subject_matches(pattern, &url("https://aexample.com/")));
+    // Scheme, port and path are fixed.
+    assert!(!subject_matches(pattern, &url("http://a.example.com/")));
+    assert!(!subject_matches(
+        pattern,
+        &url("https://a.example.com:8443/")
+    ));
+    assert!(!subject_matches(pattern, &url("https://a.example.com/x/")));
+    assert!(subject_matches(
+        "https://*.example.com:8443/grafana/",
+        &url("https://a.example.com:8443/grafana/")
+    ));
+    // Labels in the middle, several of them.
+    assert!(subject_matches(
+        "https://grafana.*.example.com/",
+        &url("https://grafana.eu.example.com/")
+    ));
+    assert!(subject_matches(
+        "https://*.*.example.com/",
+        &url("https://a.b.example.com/")
+    ));
+    assert!(!subject_matches(
+        "https://*.*.example.com/",
+        &url("https://a.example.com/")
+    ));
+
+    // IP literals are never globs (`[...]` was a character class).
+    let v6 = "https://[2001:db8::1]/";
+    assert!(subject_matches(v6, &url(v6)));
+    for other in [
+        "https://2/",
+        "https://[2001:db8::2]/",
+        "https://a.example.com/",
+        "https://[::1]/",
+    ] {
+        assert!(!subject_matches(v6, &url(other)), "{other}");
+    }
+    assert!(!subject_matches(
+        "https://10.0.0.1/",
+        &url("https://10.0.0.2/")
+    ));
+    // Other glob syntax is not a wildcard.
+    for sub in [
+        "https://?.example.com/",
+        "https://{a,b}.example.com/",
+        "https://a*.example.com/",
+        "https://**/",
+        "https://*/",
+        "https://**.example.com/",
+        "https://*.com/",
+    ] {
+        assert!(
+            !subject_matches(sub, &url("https://a.example.com/")),
+            "{sub}"
+        );
+        assert!(
+            !subject_matches(sub, &url("https://b.example.com/")),
+            "{sub}"
+        );
+    }
+}
+
+/// Finding 10: the issuer's check for a subject before binding or signing.
+#[test]
+fn parse_subject_refuses_patterns_that_match_too_much() {
+    for ok in [
+        "https://*.example.com/",
+        "https://*.*.example.com/",
+        "https://grafana.*.example.com:3000/g/",
+        "https://grafana.example.com/",
+        "https://[2001:db8::1]/",
+        "http://127.0.0.1:8081/",
+    ] {
+        let u = charter_token::parse_subject(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        assert_eq!(u.is_pattern(), ok.contains('*'), "{ok}");
+    }
+    for bad in [
+        "https://*/",
+        "https://**/",
+        "https://**.example.com/",
+        "https://a*.example.com/",
+        "https://*a.example.com/",
+        "https://*.com/",
+        "https://example.*/",
+        "https://example.*.com.*/",
+        "https://*.example.*/",
+        "https://*.0.0.1/",
+        "https://10.0.0.*/",
+        "https://*.example.com./",
+        "https://*..example.com/",
+    ] {
+        let err = charter_token::parse_subject(bad).expect_err(bad);
+        assert!(
+            matches!(
+                err,
+                rules::UrlError::Pattern(_) | rules::UrlError::Invalid(_)
+            ),
+            "{bad}: {err:?}"
+        );
+        // InstanceUrl::parse, which the issuer already calls, refuses them too.
+        assert!(InstanceUrl::parse(bad).is_err(), "{bad}");
+    }
+    // An instance's own root URL is never a pattern.
+    assert_eq!(
+        InstanceUrl::parse_instance("https://*.example.com/"),
+        Err(rules::UrlError::IsPattern)
+    );
+    assert!(InstanceUrl::parse_instance("https://a.example.com/").is_ok());
+}
+
 fn arb_string() -> impl Strategy<Value = String> {
     "\\PC{0,24}"
 }

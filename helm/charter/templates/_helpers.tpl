@@ -117,3 +117,61 @@ app.kubernetes.io/component: issuer
 - name: CHARTER_LOG_FORMAT
   value: {{ .Values.config.logFormat | quote }}
 {{- end }}
+
+{{/*
+IPv4 ranges that are not public (the issuer's own push refusal, src/push.rs
+`is_private`): "this network", private, CGNAT, loopback, link-local (and so
+cloud metadata), IETF, documentation, benchmarking, multicast and reserved.
+*/}}
+{{- define "charter.nonPublicIPv4" -}}
+- 0.0.0.0/8
+- 10.0.0.0/8
+- 100.64.0.0/10
+- 127.0.0.0/8
+- 169.254.0.0/16
+- 172.16.0.0/12
+- 192.0.0.0/24
+- 192.0.2.0/24
+- 192.168.0.0/16
+- 198.18.0.0/15
+- 198.51.100.0/24
+- 203.0.113.0/24
+- 224.0.0.0/4
+- 240.0.0.0/4
+{{- end }}
+
+{{/*
+IPv6 ranges that are not public. A NetworkPolicy cannot look at the IPv4
+address inside an IPv6 one, so the ranges that carry one are refused whole:
+::/8 (unspecified, loopback, IPv4-compatible, -mapped, SIIT, NAT64), 6to4
+and Teredo (in 2001::/23); then discard, documentation, unique-local,
+link-local, site-local and multicast.
+*/}}
+{{- define "charter.nonPublicIPv6" -}}
+- "::/8"
+- "100::/64"
+- "2001::/23"
+- "2001:db8::/32"
+- "2002::/16"
+- "fc00::/7"
+- "fe80::/10"
+- "fec0::/10"
+- "ff00::/8"
+{{- end }}
+
+{{/*
+A digest of a secret value for a pod annotation: it changes with the value
+(so `helm upgrade` rolls the pods) without revealing it. Not a plain
+sha256, which anyone who may read pods could test password guesses
+against: the value goes through derivePassword (the Master Password
+algorithm: scrypt, memory-hard) with this release's namespace, name and
+what the value is as the scrypt salt, then sha256. Deterministic, so
+`helm template` renders the same twice; each guess costs an scrypt, and
+work done against one release is no use against another.
+Usage: include "charter.secretDigest" (list $ "database" $value)
+*/}}
+{{- define "charter.secretDigest" -}}
+{{- $ctx := index . 0 }}
+{{- $salt := printf "charter/%s/%s/%s" $ctx.Release.Namespace $ctx.Release.Name (index . 1) }}
+{{- derivePassword 1 "maximum" (index . 2) $salt "pod-annotation" | sha256sum }}
+{{- end }}

@@ -42,6 +42,13 @@ pub(super) async fn insert_audit_as(
     Ok(())
 }
 
+/// $1 token id, $2 now: `last_used_at` unless it was written in the last
+/// minute, so that a token in constant use costs one write a minute.
+/// (`$2::bigint`: the WHERE clause is typed first, and `$2 - 60` alone
+/// would make `$2` an integer.)
+const TOUCH_SA_TOKEN: &str = "UPDATE service_account_tokens SET last_used_at = $2 \
+    WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2::bigint - 60)";
+
 /// The event's target, or the id of the row the change created when the
 /// caller could not know it.
 fn target_or(audit: &AuditEvent, id: i64) -> String {
@@ -229,6 +236,7 @@ impl AccessStore for PgStore {
             name: t.name.to_string(),
             created_at: t.now,
             expires_at: t.expires_at,
+            last_used_at: None,
         })
     }
 
@@ -286,6 +294,13 @@ impl AccessStore for PgStore {
             rows::sa_token_and_account,
         )
         .await
+    }
+
+    async fn touch_sa_token(&self, id: i64, now: i64) -> Result<()> {
+        let c = self.pool.get().await?;
+        let st = c.prepare_cached(TOUCH_SA_TOKEN).await?;
+        c.execute(&st, &[&id, &now]).await?;
+        Ok(())
     }
 
     async fn list_api_keys(&self, include_expired: bool, now: i64) -> Result<Vec<(SaToken, Role)>> {

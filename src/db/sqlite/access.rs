@@ -41,6 +41,11 @@ fn insert_audit_for(c: &Connection, audit: &AuditEvent, id: i64) -> Result<()> {
     }
 }
 
+/// ?1 token id, ?2 now: `last_used_at` unless it was written in the last
+/// minute, so that a token in constant use costs one write a minute.
+const TOUCH_SA_TOKEN: &str = "UPDATE service_account_tokens SET last_used_at = ?2 \
+    WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2 - 60)";
+
 fn get_sa(c: &Connection, id: i64) -> Result<Option<ServiceAccount>> {
     one(
         c,
@@ -178,6 +183,7 @@ impl AccessStore for SqliteStore {
                 name,
                 created_at: now,
                 expires_at,
+                last_used_at: None,
             })
         })
         .await
@@ -235,6 +241,14 @@ impl AccessStore for SqliteStore {
                 [hash],
                 |r| rows::sa_token_and_account(r),
             )
+        })
+        .await
+    }
+
+    async fn touch_sa_token(&self, id: i64, now: i64) -> Result<()> {
+        self.call(move |c| {
+            c.exec(TOUCH_SA_TOKEN, params![id, now])?;
+            Ok(())
         })
         .await
     }

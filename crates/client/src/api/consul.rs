@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use charter_token::Claims;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiState, Dialect, MAX_BODY_BYTES, body, require};
+use super::{ApiError, ApiState, ClientAddr, Dialect, MAX_BODY_BYTES, body, require};
 use crate::hooks::Permission;
 use crate::manager::InstallError;
 use crate::state::StateInfo;
@@ -113,10 +113,11 @@ fn check_dc(q: Result<Query<DcParam>, QueryRejection>) -> Result<(), ApiError> {
 
 async fn get_license(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
     q: Result<Query<DcParam>, QueryRejection>,
 ) -> Result<Json<LicenseReply>, ApiError> {
-    require(&state, D, &headers, Permission::OperatorRead)?;
+    require(&state, D, client, &headers, Permission::OperatorRead)?;
     check_dc(q)?;
     Ok(Json(reply(&state.manager.state_info())))
 }
@@ -125,11 +126,12 @@ async fn get_license(
 #[tracing::instrument(skip_all)]
 async fn put_license(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
     q: Result<Query<DcParam>, QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LicenseReply>, ApiError> {
-    require(&state, D, &headers, Permission::OperatorWrite)?;
+    require(&state, D, client, &headers, Permission::OperatorWrite)?;
     check_dc(q)?;
     let bytes = body(raw)?;
     let text = std::str::from_utf8(&bytes)
@@ -145,23 +147,26 @@ async fn put_license(
     }
 }
 
-/// Goes back to the built-in license; 409 when there is none or it is not
-/// valid (the license held is unchanged).
+/// Goes back to the built-in license; 409 when it is not valid (the
+/// license held is unchanged), as the seed says. Without a built-in license,
+/// removes the installed one: afterwards `Valid` is false and `License`
+/// null (how a revocation the issuer pushes reaches such a host).
 #[tracing::instrument(skip_all)]
 async fn reset_license(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
     q: Result<Query<DcParam>, QueryRejection>,
 ) -> Result<Json<LicenseReply>, ApiError> {
-    require(&state, D, &headers, Permission::OperatorWrite)?;
+    require(&state, D, client, &headers, Permission::OperatorWrite)?;
     check_dc(q)?;
     match state.manager.revert_to_builtin().await {
         Ok(info) => Ok(Json(reply(&info))),
         Err(InstallError::Store(e)) => Err(ApiError::internal(e)),
-        Err(InstallError::NoBuiltin) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "no built-in license to reset to",
-        )),
+        Err(InstallError::NoBuiltin) => match state.manager.remove_stored().await {
+            Ok(info) => Ok(Json(reply(&info))),
+            Err(e) => Err(ApiError::internal(e)),
+        },
         Err(e) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("the built-in license is not valid: {e}"),

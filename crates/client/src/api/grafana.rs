@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, Dialect, MAX_BODY_BYTES, body, json_body, require};
+use super::{ApiError, ApiState, ClientAddr, Dialect, MAX_BODY_BYTES, body, json_body, require};
 use crate::hooks::Permission;
 use crate::manager::{InstallError, RemoveError};
 use crate::renewal::RenewError;
@@ -35,7 +35,8 @@ pub fn router(state: ApiState) -> Router {
 /// `true` when a valid license is in force.
 async fn check(State(state): State<ApiState>, req: Request) -> Result<Json<bool>, ApiError> {
     // The whole request, not a `HeaderMap` extractor, which would clone the headers.
-    require(&state, D, req.headers(), Permission::LicensingRead)?;
+    let client = ClientAddr::of(req.extensions());
+    require(&state, D, client, req.headers(), Permission::LicensingRead)?;
     Ok(Json(state.manager.is_valid()))
 }
 
@@ -48,10 +49,11 @@ struct AddToken {
 #[tracing::instrument(skip_all)]
 async fn add_token(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    require(&state, D, &headers, Permission::LicensingWrite)?;
+    require(&state, D, client, &headers, Permission::LicensingWrite)?;
     let req: AddToken = json_body(&body(raw)?)?;
     match state.manager.install(&req.token).await {
         Ok(info) => Ok(Json(claims_with_status(&info))),
@@ -64,10 +66,11 @@ async fn add_token(
 #[tracing::instrument(skip_all)]
 async fn renew(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    require(&state, D, &headers, Permission::LicensingWrite)?;
+    require(&state, D, client, &headers, Permission::LicensingWrite)?;
     body(raw)?;
     match state.manager.renew_now().await {
         Ok(info) => Ok(Json(claims_with_status(&info))),
@@ -79,10 +82,11 @@ async fn renew(
 #[tracing::instrument(skip_all)]
 async fn remove_token(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require(&state, D, &headers, Permission::LicensingDelete)?;
+    require(&state, D, client, &headers, Permission::LicensingDelete)?;
     let req: Value = json_body(&body(raw)?)?;
     let Some(instance) = req.get("instance").and_then(Value::as_str) else {
         return Err(ApiError::unprocessable(

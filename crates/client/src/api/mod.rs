@@ -7,13 +7,16 @@ pub mod consul;
 pub mod grafana;
 pub mod redis;
 
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::rejection::BytesRejection;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -61,6 +64,13 @@ impl Dialect {
     /// How this dialect answers a request that is not allowed.
     fn denied(self, denied: Denied, permission: Permission) -> ApiError {
         match (self, denied) {
+            (_, Denied::TooManyFailures { retry_after }) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed authentication attempts; try again in {retry_after} seconds"
+                ),
+            )
+            .with_retry_after(retry_after),
             // Consul answers ACL failures with 403 whatever the cause.
             (Dialect::Consul, _) => ApiError::new(StatusCode::FORBIDDEN, "Permission denied"),
             (_, Denied::Unauthenticated) => {
@@ -114,6 +124,7 @@ pub struct ApiError {
     status: StatusCode,
     body: Value,
     challenge: bool,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -122,7 +133,14 @@ impl ApiError {
             status,
             body: json!({ "message": message.into() }),
             challenge: false,
+            retry_after: None,
         }
+    }
+
+    /// Adds `Retry-After: <secs>`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -166,20 +184,48 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Basic realm=\"licensing\""),
             );
         }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }
 
-/// Asks the host whether this request may do `permission`.
+/// The client's address, when the server provides axum's
+/// `ConnectInfo<SocketAddr>` (`into_make_service_with_connect_info`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl ClientAddr {
+    pub(crate) fn of(extensions: &axum::http::Extensions) -> Self {
+        ClientAddr(
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        )
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr::of(&parts.extensions))
+    }
+}
+
+/// Asks the host whether this request, from `client`, may do `permission`.
 pub(crate) fn require(
     state: &ApiState,
     dialect: Dialect,
+    client: ClientAddr,
     headers: &HeaderMap,
     permission: Permission,
 ) -> Result<(), ApiError> {
     state
         .auth
-        .authorize(headers, permission)
+        .authorize_from(client.0, headers, permission)
         .map_err(|d| dialect.denied(d, permission))
 }
 

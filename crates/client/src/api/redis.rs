@@ -11,7 +11,7 @@ use charter_token::Usage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ApiError, ApiState, Dialect, MAX_BODY_BYTES, body, json_body, require};
+use super::{ApiError, ApiState, ClientAddr, Dialect, MAX_BODY_BYTES, body, json_body, require};
 use crate::hooks::{Permission, limit_violations};
 use crate::manager::{InstallError, LicenseManager};
 use crate::state::{Source, StateInfo, TokenStatus};
@@ -74,9 +74,10 @@ pub fn details(manager: &LicenseManager, info: &StateInfo) -> Option<RedisLicens
 
 async fn get_license(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
 ) -> Result<Json<RedisLicense>, ApiError> {
-    require(&state, D, &headers, Permission::ViewLicense)?;
+    require(&state, D, client, &headers, Permission::ViewLicense)?;
     let info = state.manager.state_info();
     if matches!(info.status, TokenStatus::NotFound | TokenStatus::NotLoaded) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no license installed"));
@@ -98,10 +99,11 @@ struct PutLicense {
 #[tracing::instrument(skip_all)]
 async fn put_license(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RedisLicense>, ApiError> {
-    require(&state, D, &headers, Permission::InstallNewLicense)?;
+    require(&state, D, client, &headers, Permission::InstallNewLicense)?;
     let req: PutLicense = json_body(&body(raw)?)?;
     let usage = state.manager.usage();
     let result = state
