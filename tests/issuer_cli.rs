@@ -347,3 +347,14 @@ async fn postgres_tls_follows_sslmode() {
     };
     assert!(err.contains("TLS") || err.contains("certificate"), "{err}");
 }
+
+#[test]
+fn token_verify_without_keys_says_either_source_will_do() {
+    let out = charter()
+        .args(["token", "verify", "/dev/null"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--keys") && err.contains("--jwks"), "{err}");
+}

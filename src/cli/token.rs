@@ -30,12 +30,13 @@ pub enum TokenCommand {
         file: PathBuf,
     },
     /// Verify a token; exit 0 only if it is valid.
+    #[command(group(clap::ArgGroup::new("trusted").required(true).args(["keys", "jwks"])))]
     Verify {
         /// Token file, or `-` (default) for standard input.
         #[arg(default_value = "-")]
         file: PathBuf,
         /// Verify against the public halves of the keys in this directory.
-        #[arg(long, conflicts_with = "jwks", required_unless_present = "jwks")]
+        #[arg(long, conflicts_with = "jwks")]
         keys: Option<PathBuf>,
         /// Verify against a JWKS file or an http(s) URL serving one.
         #[arg(long)]
