@@ -257,6 +257,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         admin: Arc::new(admin),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         auth_limiter: Arc::new(AuthLimiter::default()),
+        revocations: Default::default(),
     };
     let app = api::router(state.clone());
     let (stop, mut stopped) = watch::channel(false);

@@ -94,10 +94,9 @@ struct SignedList {
 /// changed, the signing key changed (rotation), or the list is older than
 /// [`REVOCATIONS_RESIGN_SECS`] (so its `iat`, which clients take as a time
 /// the issuer vouches for, stays within the `max-age` it is served with).
-/// Module-level because the router keeps no per-endpoint state; keyed by
-/// everything it depends on, so several issuers in one process (tests) only
-/// re-sign more often.
-static SIGNED: Mutex<Option<Arc<SignedList>>> = Mutex::new(None);
+/// Held in [`AppState`]; keyed by everything the list depends on.
+#[derive(Default)]
+pub struct RevocationCache(Mutex<Option<Arc<SignedList>>>);
 
 /// The cached list when it still says `revoked` with key `kid` for `iss`
 /// and is younger than [`REVOCATIONS_RESIGN_SECS`] at `now`; else a list
@@ -156,7 +155,14 @@ async fn revocations(State(state): State<AppState>) -> Result<Response, ApiError
         key.sign_payload(charter_token::REVOCATIONS_TYP, &bytes)
             .map_err(ApiError::internal)
     };
-    let list = cached_or_sign(&SIGNED, key.kid(), iss, revoked, charter_token::now(), sign)?;
+    let list = cached_or_sign(
+        &state.revocations.0,
+        key.kid(),
+        iss,
+        revoked,
+        charter_token::now(),
+        sign,
+    )?;
     Ok((
         [(axum::http::header::CACHE_CONTROL, "public, max-age=60")],
         axum::Json(Revocations {

@@ -46,6 +46,8 @@ pub struct AppState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Failed authentications per client address.
     pub auth_limiter: Arc<auth::AuthLimiter>,
+    /// The signed revocation list, re-signed only when it changes.
+    pub revocations: Arc<meta::RevocationCache>,
 }
 
 impl std::ops::Deref for AppState {
