@@ -297,12 +297,13 @@ async fn grace_window(backend: Backend) {
         .await
         .expect("store")
         .expect("license");
+    let read = l.clone();
     l.starts_at = t - 100 * DAY;
     l.expires_at = t - DAY;
     let event = charter::licensing::Actor::system("test").event("license.update", "license", lid);
     app.state()
         .store
-        .update_license_terms(&l, l.version, &event)
+        .update_license_terms(&l, &read, None, &event)
         .await
         .expect("store");
     let (s, body) = app

@@ -268,6 +268,113 @@ async fn a_revocation_holds_against_every_other_writer(backend: Backend) {
     }
 }
 
+/// Two issuers on one PostgreSQL, as the chart runs them: Editors PATCH the
+/// license through both, one replica suspends and resumes it, the other
+/// revokes it. Nothing in one process orders them; the versions and the
+/// revocation rules in the SQL must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_holds_across_replicas() {
+    let app = Arc::new(TestApp::start(Backend::Postgres).await);
+    let other = charter::serve::start(app.data.config())
+        .await
+        .expect("second replica");
+    let bases = [app.base.clone(), format!("http://{}", other.addr)];
+    let license = app.license(json!({})).await;
+    let lid = license["lid"].as_str().expect("lid").to_string();
+    let (_, editor) = app.service_account("replica-editor", "Editor").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let patched = Arc::new(AtomicU64::new(0));
+    let toggled = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..6i64 {
+        let base = bases[(n % 2) as usize].clone();
+        let (stop, patched, editor, lid) =
+            (stop.clone(), patched.clone(), editor.clone(), lid.clone());
+        tasks.spawn(async move {
+            let http = reqwest::Client::new();
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                k += 1;
+                let (s, got) = common::send(
+                    http.patch(format!("{base}/api/licenses/{lid}"))
+                        .bearer_auth(&editor)
+                        .json(&json!({"included_users": n * 1000 + k})),
+                )
+                .await;
+                match s {
+                    200 => {
+                        patched.fetch_add(1, Ordering::Relaxed);
+                    }
+                    409 => assert!(got.to_string().contains("revoked"), "{got}"),
+                    _ => panic!("PATCH via {base}: {s} {got}"),
+                }
+            }
+        });
+    }
+    {
+        let (base, stop, toggled, lid) =
+            (bases[0].clone(), stop.clone(), toggled.clone(), lid.clone());
+        tasks.spawn(async move {
+            let http = reqwest::Client::new();
+            let mut suspend = true;
+            while !stop.load(Ordering::Relaxed) {
+                let what = if suspend { "suspend" } else { "resume" };
+                let (s, got) = common::send(
+                    http.post(format!("{base}/api/licenses/{lid}/{what}"))
+                        .basic_auth(common::ADMIN.0, Some(common::ADMIN.1)),
+                )
+                .await;
+                match s {
+                    200 => {
+                        toggled.fetch_add(1, Ordering::Relaxed);
+                        suspend = !suspend;
+                    }
+                    409 => assert!(got.to_string().contains("revoked"), "{got}"),
+                    _ => panic!("{what}: {s} {got}"),
+                }
+            }
+        });
+    }
+    tokio::time::sleep(REVOKE_AFTER).await;
+    let (s, revoked) = common::send(
+        reqwest::Client::new()
+            .post(format!("{}/api/licenses/{lid}/revoke", bases[1]))
+            .basic_auth(common::ADMIN.0, Some(common::ADMIN.1)),
+    )
+    .await;
+    assert_eq!(
+        (s, &revoked["state"]),
+        (200, &json!("revoked")),
+        "{revoked}"
+    );
+    tokio::time::sleep(RACE.saturating_sub(REVOKE_AFTER)).await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = tasks.join_next().await {
+        done.expect("writer");
+    }
+    for base in &bases {
+        let (_, l) = common::send(
+            reqwest::Client::new()
+                .get(format!("{base}/api/licenses/{lid}"))
+                .basic_auth(common::ADMIN.0, Some(common::ADMIN.1)),
+        )
+        .await;
+        assert_eq!(l["state"], "revoked", "via {base}: {l}");
+    }
+    let n = patched.load(Ordering::Relaxed);
+    assert!(n > 0, "some PATCHes went through before the revocation");
+    assert_eq!(events(&app, "license.update", &lid).await, n);
+    let changes =
+        events(&app, "license.suspend", &lid).await + events(&app, "license.resume", &lid).await;
+    assert_eq!(changes, toggled.load(Ordering::Relaxed));
+    assert_eq!(events(&app, "license.revoke", &lid).await, 1);
+    other.stop().await.expect("second replica stops");
+    match Arc::try_unwrap(app) {
+        Ok(app) => app.stop().await,
+        Err(_) => panic!("a writer still holds the app"),
+    }
+}
+
 async fn a_stale_if_match_is_refused_and_a_patch_without_one_applies(backend: Backend) {
     let app = TestApp::start(backend).await;
     let license = app.license(json!({})).await;

@@ -572,7 +572,12 @@ async fn license_terms_are_versioned_and_a_revocation_is_final(backend: Backend)
         ..l.clone()
     };
     let updated = store
-        .update_license_terms(&edit, 1, &event("license.update", "license", "L1"))
+        .update_license_terms(
+            &edit,
+            &l,
+            Some(1),
+            &event("license.update", "license", "L1"),
+        )
         .await
         .expect("update the terms at their version");
     assert_eq!(
@@ -593,7 +598,12 @@ async fn license_terms_are_versioned_and_a_revocation_is_final(backend: Backend)
         ..edit.clone()
     };
     let err = store
-        .update_license_terms(&stale, 1, &event("license.update", "license", "L1"))
+        .update_license_terms(
+            &stale,
+            &l,
+            Some(1),
+            &event("license.update", "license", "L1"),
+        )
         .await
         .expect_err("a terms update from version 1 after version 2");
     assert!(
@@ -608,7 +618,8 @@ async fn license_terms_are_versioned_and_a_revocation_is_final(backend: Backend)
     let err = store
         .update_license_terms(
             &license("LX", "A1", now),
-            1,
+            &license("LX", "A1", now),
+            None,
             &event("license.update", "license", "LX"),
         )
         .await
@@ -741,7 +752,8 @@ async fn license_terms_are_versioned_and_a_revocation_is_final(backend: Backend)
     let err = store
         .update_license_terms(
             &current,
-            current.version,
+            &current,
+            None,
             &event("license.update", "license", "L1"),
         )
         .await
@@ -1652,10 +1664,7 @@ async fn terms_updates_racing_a_revocation_each_leave_one_event(backend: Backend
                     ..read.clone()
                 };
                 let audit = event("license.update", "license", "L1");
-                match store
-                    .update_license_terms(&edit, read.version, &audit)
-                    .await
-                {
+                match store.update_license_terms(&edit, &read, None, &audit).await {
                     Ok(_) => {
                         mine += 1;
                         updates.fetch_add(1, Ordering::SeqCst);

@@ -211,12 +211,16 @@ pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     async fn create_license(&self, l: &License, audit: &AuditEvent) -> Result<()>;
     async fn get_license(&self, lid: &str) -> Result<Option<License>>;
     async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)>;
-    /// Writes the terms, dates and `max_instances` (never `status`) if the
-    /// row is at `version` and not revoked ([`StoreError::NotActive`]).
+    /// Writes the terms, dates and `max_instances` of `l` (never `status`)
+    /// if the row still has those of `from`, the license they were computed
+    /// from ([`StoreError::Stale`] otherwise; a status change in between
+    /// does not count), is at version `if_match` when given, and is not
+    /// revoked ([`StoreError::NotActive`]).
     async fn update_license_terms(
         &self,
         l: &License,
-        version: i64,
+        from: &License,
+        if_match: Option<i64>,
         audit: &AuditEvent,
     ) -> Result<License>;
     /// Sets the status to `to` unless it is already `to`; a revoked license

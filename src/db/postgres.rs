@@ -469,7 +469,8 @@ impl Store for PgStore {
     async fn update_license_terms(
         &self,
         l: &License,
-        version: i64,
+        from: &License,
+        if_match: Option<i64>,
         audit: &AuditEvent,
     ) -> Result<License> {
         let mut c = self.pool.get().await?;
@@ -487,7 +488,11 @@ impl Store for PgStore {
                         &l.max_instances,
                         &Json(&l.terms),
                         &l.updated_at,
-                        &version,
+                        &from.starts_at,
+                        &from.expires_at,
+                        &from.max_instances,
+                        &Json(&from.terms),
+                        &if_match,
                     ],
                 )
                 .await

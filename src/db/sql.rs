@@ -111,12 +111,18 @@ pub(crate) const INSERT_LICENSE: &str = "INSERT INTO licenses (lid, account_id, 
      created_at, updated_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 1)";
 pub(crate) const GET_LICENSE: &str =
     concat!("SELECT ", license_cols!(), " FROM licenses WHERE lid = ?1");
-/// Never `status`; never a revoked license. ?1 lid, ?2 starts, ?3 expires,
-/// ?4 max instances, ?5 terms, ?6 time, ?7 the version.
+/// Never `status`; never a revoked license; only while the terms are still
+/// the ones the change was computed from (a status change in between does
+/// not matter to it), and at the caller's version when it named one.
+/// ?1 lid, ?2 starts, ?3 expires, ?4 max instances, ?5 terms, ?6 time;
+/// as read: ?7 starts, ?8 expires, ?9 max instances, ?10 terms; ?11 the
+/// version named by `If-Match`, or NULL.
 pub(crate) const UPDATE_LICENSE_TERMS: &str = concat!(
     "UPDATE licenses SET starts_at = ?2, expires_at = ?3, max_instances = ?4, terms = ?5, \
      updated_at = ?6, version = version + 1 \
-     WHERE lid = ?1 AND version = ?7 AND status <> 'revoked' RETURNING ",
+     WHERE lid = ?1 AND status <> 'revoked' \
+     AND starts_at = ?7 AND expires_at = ?8 AND max_instances = ?9 AND terms = ?10 \
+     AND (CAST(?11 AS BIGINT) IS NULL OR version = ?11) RETURNING ",
     license_cols!()
 );
 /// Revoked is terminal here as in the schema's trigger. ?1 lid, ?2 status, ?3 time.

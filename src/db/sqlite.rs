@@ -718,10 +718,11 @@ impl Store for SqliteStore {
     async fn update_license_terms(
         &self,
         l: &License,
-        version: i64,
+        from: &License,
+        if_match: Option<i64>,
         audit: &AuditEvent,
     ) -> Result<License> {
-        let (l, audit) = (l.clone(), audit.clone());
+        let (l, from, audit) = (l.clone(), from.clone(), audit.clone());
         self.write(move |c| {
             let updated = one(
                 c,
@@ -733,7 +734,11 @@ impl Store for SqliteStore {
                     l.max_instances,
                     json(&l.terms)?,
                     l.updated_at,
-                    version
+                    from.starts_at,
+                    from.expires_at,
+                    from.max_instances,
+                    json(&from.terms)?,
+                    if_match
                 ],
                 |r| rows::license(r),
             )?;

@@ -336,7 +336,7 @@ pub async fn update(
         event.detail = Some(json!({ "changes": changes(&old, &new) }));
         match ctx
             .store
-            .update_license_terms(&new, old.version, &event)
+            .update_license_terms(&new, &old, if_match, &event)
             .await
         {
             Ok(l) => Ok(l),
