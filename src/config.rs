@@ -26,7 +26,7 @@ pub struct ServeArgs {
     /// `sqlite://PATH` or `postgres://USER@HOST/DB` [default: sqlite://data/charter.db].
     #[arg(long, env = "CHARTER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Directory of signing keys; a key is generated there when it has none [default: keys].
+    /// Directory of the master key (`master.key`) and of `*.pem` signing keys imported into the database on a first start [default: keys].
     #[arg(long, env = "CHARTER_KEYS_DIR")]
     pub keys_dir: Option<PathBuf>,
     /// User name of the server admin (HTTP Basic) [default: admin].
@@ -101,6 +101,21 @@ pub struct ServeArgs {
     /// Reverse proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDRs); the client address keys the rate limits and the audit [default: none].
     #[arg(long, env = "CHARTER_TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
+    /// The master key that seals signing keys and push credentials: 32 bytes or their base64 [default: <keys-dir>/master.key].
+    #[arg(long, env = "CHARTER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Algorithm of new signing keys: `rs256` (RSA-2048) or `eddsa` (Ed25519) [default: rs256].
+    #[arg(long, env = "CHARTER_KEY_ALG")]
+    pub key_alg: Option<String>,
+    /// How long a new signing key is published before it signs, in hours (fractions allowed) [default: 48].
+    #[arg(long, env = "CHARTER_KEY_PREPUBLISH_HOURS")]
+    pub key_prepublish_hours: Option<f64>,
+    /// Rotate the signing key every this many days (fractions allowed); 0 turns scheduled rotation off [default: 0].
+    #[arg(long, env = "CHARTER_KEY_ROTATION_DAYS")]
+    pub key_rotation_days: Option<f64>,
+    /// How often each replica re-reads the key set and runs the key schedule, in seconds [default: 5].
+    #[arg(long, env = "CHARTER_KEY_POLL_SECS")]
+    pub key_poll_secs: Option<u64>,
     /// Do not apply migrations at start (when `charter migrate` runs them).
     #[arg(long, env = "CHARTER_NO_MIGRATE")]
     #[serde(default)]
@@ -138,6 +153,60 @@ pub struct Config {
     pub renew_limits: crate::ratelimit::RenewLimits,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub keys: KeyPolicy,
+}
+
+/// The signing keys' settings.
+#[derive(Debug, Clone)]
+pub struct KeyPolicy {
+    pub master_key_file: PathBuf,
+    /// The algorithm of keys made from now on.
+    pub alg: charter_token::KeyAlg,
+    /// How long a new key is published before it signs.
+    pub prepublish_secs: i64,
+    /// Scheduled rotation: a new key signs this long after the last one did.
+    pub rotation_secs: Option<i64>,
+    /// How often the key set is re-read and its schedule run.
+    pub poll: std::time::Duration,
+}
+
+impl KeyPolicy {
+    fn from_args(a: &ServeArgs, keys_dir: &std::path::Path) -> anyhow::Result<KeyPolicy> {
+        let alg = match a.key_alg.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("rs256") => charter_token::KeyAlg::Rs256,
+            Some("eddsa") | Some("ed25519") => charter_token::KeyAlg::EdDsa,
+            Some(other) => bail!("key_alg must be rs256 or eddsa, not {other:?}"),
+        };
+        let hours = a.key_prepublish_hours.unwrap_or(48.0);
+        if !(0.0..=8760.0).contains(&hours) {
+            bail!("key_prepublish_hours must be between 0 and 8760, not {hours}");
+        }
+        let prepublish_secs = (hours * 3600.0).round() as i64;
+        let days = a.key_rotation_days.unwrap_or(0.0);
+        if !(0.0..=3650.0).contains(&days) {
+            bail!("key_rotation_days must be between 0 (off) and 3650, not {days}");
+        }
+        let rotation_secs = (days > 0.0).then(|| (days * 86_400.0).round() as i64);
+        if rotation_secs.is_some_and(|r| r <= prepublish_secs) {
+            bail!(
+                "key_rotation_days ({days}) must be longer than key_prepublish_hours ({hours} h): a key is published that long before it signs"
+            );
+        }
+        let poll = a.key_poll_secs.unwrap_or(5);
+        if !(1..=300).contains(&poll) {
+            bail!("key_poll_secs must be between 1 and 300, not {poll}");
+        }
+        Ok(KeyPolicy {
+            master_key_file: a
+                .master_key_file
+                .clone()
+                .unwrap_or_else(|| crate::sealed::default_path(keys_dir)),
+            alg,
+            prepublish_secs,
+            rotation_secs,
+            poll: std::time::Duration::from_secs(poll),
+        })
+    }
 }
 
 impl ServeArgs {
@@ -177,7 +246,12 @@ impl ServeArgs {
             renew_limit_per_license,
             renew_limit_per_address,
             renew_limit_window_secs,
-            trusted_proxies
+            trusted_proxies,
+            master_key_file,
+            key_alg,
+            key_prepublish_hours,
+            key_rotation_days,
+            key_poll_secs
         );
         self.no_migrate |= file.no_migrate;
         self.push_refuse_private |= file.push_refuse_private;
@@ -189,6 +263,8 @@ impl ServeArgs {
 impl Config {
     pub fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
         let a = args.merge_file()?;
+        let keys_dir: PathBuf = a.keys_dir.clone().unwrap_or_else(|| "keys".into());
+        let keys = KeyPolicy::from_args(&a, &keys_dir)?;
         let listen = a
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
@@ -283,7 +359,7 @@ impl Config {
                 a.database_url
                     .unwrap_or_else(|| "sqlite://data/charter.db".into()),
             ),
-            keys_dir: a.keys_dir.unwrap_or_else(|| "keys".into()),
+            keys_dir,
             admin_user,
             admin_password: a.admin_password.map(Secret),
             renew_grace_days,
@@ -297,6 +373,7 @@ impl Config {
             push,
             renew_limits,
             trusted_proxies,
+            keys,
         })
     }
 }

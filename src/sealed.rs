@@ -1,21 +1,39 @@
-//! Push credentials encrypted at rest: AES-256-GCM with a key kept in the
-//! keys directory (`credentials.key`, 32 random bytes, mode 0600), never in
-//! the database. A sealed value is `v2:` + base64(nonce || ciphertext+tag),
-//! sealed with associated data naming its instance (id and URL): a blob
-//! copied to another instance's row does not open there, so one customer's
-//! password cannot be sent to another URL. Values sealed before (`v1:`,
-//! no associated data) still open, and are sealed anew with their
-//! instance when their credentials change.
+//! Secrets at rest, sealed under one master key: AES-256-GCM with a key
+//! that never enters the database (a file: `master.key` in the keys
+//! directory, or `--master-key-file`, e.g. a Kubernetes Secret; 32 raw bytes
+//! or their base64). It seals the issuer's signing keys (associated data:
+//! the kid) and instances' push credentials (associated data: the instance
+//! id and URL, so that a blob copied to another instance's row does not open
+//! there). A sealed value is `v2:` + base64(nonce || ciphertext+tag).
+//! Credentials sealed before associated data existed (`v1:`) still open,
+//! and are sealed anew when they change.
+//!
+//! The file was called `credentials.key` before it sealed signing keys;
+//! a keys directory that has one and no `master.key` keeps using it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-/// The file in the keys directory that holds the credentials key.
-pub const KEY_FILE: &str = "credentials.key";
+/// The master key's file in the keys directory.
+pub const KEY_FILE: &str = "master.key";
+/// Its name before it sealed signing keys, still read.
+pub const LEGACY_KEY_FILE: &str = "credentials.key";
+
+/// The master key file of a keys directory when none is configured:
+/// `master.key`, or `credentials.key` when only that one exists.
+pub fn default_path(keys_dir: &Path) -> PathBuf {
+    let master = keys_dir.join(KEY_FILE);
+    let legacy = keys_dir.join(LEGACY_KEY_FILE);
+    if !master.exists() && legacy.exists() {
+        legacy
+    } else {
+        master
+    }
+}
 
 /// How the issuer authenticates to an instance when it pushes.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -40,46 +58,78 @@ pub struct Sealer {
     key: LessSafeKey,
 }
 
+/// Why the master key cannot be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    #[error("master key {0} not found")]
+    Missing(PathBuf),
+    #[error("master key {path}: {reason}")]
+    Unusable { path: PathBuf, reason: String },
+}
+
 impl Sealer {
-    /// Reads `credentials.key` from `dir`, creating it when absent (and the
-    /// directory is writable). `None` when there is none and none can be made.
-    pub fn load_or_create(dir: &Path) -> anyhow::Result<Option<Sealer>> {
-        let path = dir.join(KEY_FILE);
-        let bytes = match std::fs::read(&path) {
+    /// Reads the master key at `path`: 32 bytes, or their base64 (as a
+    /// Kubernetes Secret made with `openssl rand -base64 32` holds it).
+    pub fn load(path: &Path) -> Result<Sealer, MasterKeyError> {
+        let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                aws_lc_rs::rand::fill(&mut key).map_err(|_| anyhow::anyhow!("no randomness"))?;
-                match write_private(&path, &key) {
-                    Ok(()) => {
-                        tracing::info!(path = %path.display(), "generated the key that encrypts push credentials");
-                        key.to_vec()
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "no credentials key and cannot create one: instances cannot be given push credentials");
-                        return Ok(None);
-                    }
-                }
+                return Err(MasterKeyError::Missing(path.to_path_buf()));
             }
-            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+            Err(e) => {
+                return Err(MasterKeyError::Unusable {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
+            }
         };
-        let key = UnboundKey::new(&AES_256_GCM, &bytes)
-            .map_err(|_| anyhow::anyhow!("{}: must hold exactly 32 bytes", path.display()))?;
-        Ok(Some(Sealer {
+        let raw = if bytes.len() == 32 {
+            bytes
+        } else {
+            let text = String::from_utf8_lossy(&bytes);
+            STANDARD
+                .decode(text.trim())
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| MasterKeyError::Unusable {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "must hold 32 bytes or their base64, not {} bytes",
+                        bytes.len()
+                    ),
+                })?
+        };
+        let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| MasterKeyError::Unusable {
+            path: path.to_path_buf(),
+            reason: "not an AES-256 key".into(),
+        })?;
+        Ok(Sealer {
             key: LessSafeKey::new(key),
-        }))
+        })
     }
 
-    /// Seals `c` for the instance `instance_id` at `url`.
-    pub fn seal(&self, c: &Credentials, instance_id: &str, url: &str) -> anyhow::Result<String> {
-        let mut data = serde_json::to_vec(c)?;
+    /// Creates a master key at `path` (mode 0600; never over an existing
+    /// file) and loads it.
+    pub fn create(path: &Path) -> Result<Sealer, MasterKeyError> {
+        let unusable = |reason: String| MasterKeyError::Unusable {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| unusable("no randomness".into()))?;
+        write_private(path, &key).map_err(|e| unusable(format!("cannot create it: {e}")))?;
+        Self::load(path)
+    }
+
+    /// Seals `plain` with the associated data `aad`.
+    pub fn seal_bytes(&self, plain: &[u8], aad: &[u8]) -> anyhow::Result<String> {
+        let mut data = plain.to_vec();
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| anyhow::anyhow!("no randomness"))?;
-        let aad = bound_to(instance_id, url);
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad.as_bytes()),
+                Aad::from(aad),
                 &mut data,
             )
             .map_err(|_| anyhow::anyhow!("encryption failed"))?;
@@ -88,32 +138,57 @@ impl Sealer {
         Ok(format!("v2:{}", STANDARD.encode(out)))
     }
 
-    /// Opens credentials sealed for the instance `instance_id` at `url`.
-    pub fn open(&self, sealed: &str, instance_id: &str, url: &str) -> anyhow::Result<Credentials> {
+    /// Opens a value sealed with `aad` (`v2:`); `legacy_aad` is the
+    /// associated data of `v1:` values, where they exist.
+    fn open_bytes(&self, sealed: &str, aad: &[u8], legacy_aad: Option<&[u8]>) -> Option<Vec<u8>> {
         let (raw, aad) = match sealed.split_once(':') {
-            Some(("v2", b)) => (b, bound_to(instance_id, url)),
-            Some(("v1", b)) => (b, String::new()),
-            _ => anyhow::bail!("sealed credentials are malformed"),
+            Some(("v2", b)) => (b, aad),
+            Some(("v1", b)) => (b, legacy_aad?),
+            _ => return None,
         };
-        let raw = STANDARD
-            .decode(raw)
-            .ok()
-            .filter(|b| b.len() > NONCE_LEN)
-            .ok_or_else(|| anyhow::anyhow!("sealed credentials are malformed"))?;
+        let raw = STANDARD.decode(raw).ok().filter(|b| b.len() > NONCE_LEN)?;
         let (nonce, rest) = raw.split_at(NONCE_LEN);
-        let nonce =
-            Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow::anyhow!("bad nonce"))?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut data = rest.to_vec();
         let plain = self
             .key
-            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut data)
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "credentials do not decrypt with this credentials.key for this instance"
-                )
-            })?;
-        Ok(serde_json::from_slice(plain)?)
+            .open_in_place(nonce, Aad::from(aad), &mut data)
+            .ok()?;
+        Some(plain.to_vec())
     }
+
+    /// Seals a signing key's private half (PKCS#8 PEM) for its `kid`.
+    pub fn seal_signing_key(&self, pem: &str, kid: &str) -> anyhow::Result<String> {
+        self.seal_bytes(pem.as_bytes(), signing_key_aad(kid).as_bytes())
+    }
+
+    /// Opens the private half of signing key `kid`; `None` when this master
+    /// key did not seal it (or it was sealed for another kid).
+    pub fn open_signing_key(&self, sealed: &str, kid: &str) -> Option<String> {
+        let plain = self.open_bytes(sealed, signing_key_aad(kid).as_bytes(), None)?;
+        String::from_utf8(plain).ok()
+    }
+
+    /// Seals `c` for the instance `instance_id` at `url`.
+    pub fn seal(&self, c: &Credentials, instance_id: &str, url: &str) -> anyhow::Result<String> {
+        let data = serde_json::to_vec(c)?;
+        self.seal_bytes(&data, bound_to(instance_id, url).as_bytes())
+    }
+
+    /// Opens credentials sealed for the instance `instance_id` at `url`.
+    pub fn open(&self, sealed: &str, instance_id: &str, url: &str) -> anyhow::Result<Credentials> {
+        let plain = self
+            .open_bytes(sealed, bound_to(instance_id, url).as_bytes(), Some(b""))
+            .ok_or_else(|| {
+                anyhow::anyhow!("credentials do not decrypt with this master key for this instance")
+            })?;
+        Ok(serde_json::from_slice(&plain)?)
+    }
+}
+
+/// The associated data of a signing key.
+fn signing_key_aad(kid: &str) -> String {
+    format!("charter-signing-key\n{kid}")
 }
 
 /// The associated data of an instance's credentials.
@@ -142,9 +217,7 @@ mod tests {
     #[test]
     fn sealed_credentials_open_only_with_their_key() {
         let dir = tempfile::tempdir().expect("dir");
-        let sealer = Sealer::load_or_create(dir.path())
-            .expect("ok")
-            .expect("created");
+        let sealer = Sealer::create(&dir.path().join(KEY_FILE)).expect("created");
         let c = Credentials::Basic {
             username: "admin".into(),
             password: "s3cret-pw".into(),
@@ -159,14 +232,11 @@ mod tests {
             "a fresh nonce each time"
         );
         // Reloaded from the file: same key.
-        let again = Sealer::load_or_create(dir.path())
-            .expect("ok")
-            .expect("loaded");
+        let again = Sealer::load(&dir.path().join(KEY_FILE)).expect("loaded");
         assert_eq!(again.open(&sealed, id, url).expect("open"), c);
         // Another key cannot open it; tampering is detected.
-        let other = Sealer::load_or_create(tempfile::tempdir().expect("dir").path())
-            .expect("ok")
-            .expect("created");
+        let other_dir = tempfile::tempdir().expect("dir");
+        let other = Sealer::create(&other_dir.path().join(KEY_FILE)).expect("created");
         assert!(other.open(&sealed, id, url).is_err());
         let mut bad = sealed.clone();
         bad.replace_range(10..11, if &sealed[10..11] == "A" { "B" } else { "A" });
@@ -177,9 +247,7 @@ mod tests {
     #[test]
     fn credentials_copied_to_another_instance_do_not_open() {
         let dir = tempfile::tempdir().expect("dir");
-        let sealer = Sealer::load_or_create(dir.path())
-            .expect("ok")
-            .expect("created");
+        let sealer = Sealer::create(&dir.path().join(KEY_FILE)).expect("created");
         let c = Credentials::Bearer {
             token: "customer-a-secret".into(),
         };

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use charter_token::{KeyAlg, KeyError, Keyring};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -113,25 +112,6 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// Loads the keyring, generating an RS256 signing key when the directory has none.
-pub fn load_or_generate_keys(dir: &std::path::Path) -> anyhow::Result<Keyring> {
-    match Keyring::load(dir) {
-        Ok(k) => Ok(k),
-        Err(KeyError::NoKeys(_)) => generate_first_key(dir),
-        Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            generate_first_key(dir)
-        }
-        Err(e) => Err(e).context("cannot load signing keys"),
-    }
-}
-
-fn generate_first_key(dir: &std::path::Path) -> anyhow::Result<Keyring> {
-    let info = charter_token::keys::generate(dir, KeyAlg::Rs256, 2048, true)
-        .with_context(|| format!("cannot generate a signing key in {}", dir.display()))?;
-    tracing::info!(kid = %info.kid, path = %info.path.display(), "no signing key found: generated an RS256 key");
-    Ok(Keyring::load(dir)?)
-}
-
 /// The admin's credentials: the configured password, or the one generated on
 /// first start (printed once, kept only as a hash).
 async fn admin_auth(config: &Config, store: &dyn Store) -> anyhow::Result<AdminAuth> {
@@ -175,12 +155,14 @@ pub struct Server {
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
     scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+    key_schedule: JoinHandle<()>,
 }
 
 impl Server {
     /// Stops accepting, finishes in-flight requests, and returns.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        self.key_schedule.abort();
         if let Some(mut scheduler) = self.scheduler.take() {
             let _ = scheduler.shutdown().await;
         }
@@ -217,6 +199,23 @@ async fn start_push_job(
     Ok(Some(scheduler))
 }
 
+/// Re-reads the key set and runs its schedule every `--key-poll-secs`
+/// (see [`crate::licensing::keys::maintain`]).
+fn start_key_schedule(state: &AppState) -> JoinHandle<()> {
+    let core = state.core.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(core.config.keys.poll);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if let Err(e) = crate::licensing::keys::maintain(&core, charter_token::now()).await {
+                tracing::warn!(error = %e, "the signing key schedule failed; retrying at the next poll");
+            }
+        }
+    })
+}
+
 /// Opens the store, loads the keys and starts serving on `config.listen`.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     let store = db::open(&config.database_url.0, config.migrate)
@@ -228,19 +227,22 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             )
         })?;
     tracing::info!(database = %db::redact_url(&config.database_url.0), backend = store.backend(), "database ready");
-    let keys_dir = config.keys_dir.clone();
-    let keys = tokio::task::spawn_blocking(move || load_or_generate_keys(&keys_dir)).await??;
-    tracing::info!(
-        kid = keys.signing_key().kid(),
-        alg = keys.signing_key().alg().as_str(),
-        "signing key loaded"
-    );
+    let (sealer, keys) =
+        crate::licensing::keys::bootstrap(&*store, &config.keys_dir, &config.keys).await?;
+    {
+        let ring = keys.get();
+        tracing::info!(
+            kid = ring.signing_key().kid(),
+            alg = ring.signing_key().alg().as_str(),
+            published = ring.public().len(),
+            "signing keys loaded"
+        );
+    }
     let admin = admin_auth(&config, &*store).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let sealer = crate::sealed::Sealer::load_or_create(&config.keys_dir)?.map(Arc::new);
     let pusher = Arc::new(crate::push::Pusher::new(config.push.clone())?);
     let renew_limiter = Arc::new(crate::ratelimit::RenewLimiter::new(config.renew_limits));
     let state = AppState {
@@ -266,11 +268,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         let _ = stopped.wait_for(|s| *s).await;
     }));
     let scheduler = start_push_job(&state).await?;
+    let key_schedule = start_key_schedule(&state);
     Ok(Server {
         addr,
         state,
         stop,
         task,
         scheduler,
+        key_schedule,
     })
 }

@@ -88,16 +88,19 @@ async fn serve_with_no_flags_keeps_data_and_keys_in_the_working_directory() {
         printed.contains("generated an RS256 key"),
         "says it made a key:\n{printed}"
     );
-    let pem = std::fs::read_dir(dir.path().join("keys"))
+    // The signing key lives in the database, sealed; the keys directory
+    // holds only the master key that seals it, readable by its owner only.
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("keys"))
         .expect("keys dir")
         .filter_map(Result::ok)
-        .find(|e| e.path().extension().is_some_and(|x| x == "pem"))
-        .expect("a key file");
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["master.key"], "{printed}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = pem.metadata().expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "private key readable by its owner only");
+        let meta = std::fs::metadata(dir.path().join("keys/master.key")).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "master key readable by its owner only");
     }
     // The generated admin password is printed once and works.
     let password = printed

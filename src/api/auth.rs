@@ -36,6 +36,10 @@ pub enum Action {
     ServiceAccountsDelete,
     /// Reading the audit trail (role Admin).
     AuditRead,
+    /// Listing the signing keys (public facts; every role).
+    KeysRead,
+    /// Rotating the signing key (role Admin).
+    KeysRotate,
 }
 
 impl Action {
@@ -51,6 +55,8 @@ impl Action {
             Action::ServiceAccountsWrite => "serviceaccounts:write",
             Action::ServiceAccountsDelete => "serviceaccounts:delete",
             Action::AuditRead => "audit:read",
+            Action::KeysRead => "keys:read",
+            Action::KeysRotate => "keys:rotate",
         }
     }
 }
@@ -59,7 +65,7 @@ impl Action {
 /// Editor also changes it, Admin may do everything.
 pub fn role_allows(role: Role, action: Action) -> bool {
     match action {
-        Action::LicensingRead => true,
+        Action::LicensingRead | Action::KeysRead => true,
         Action::LicensingWrite | Action::LicensingTokens => {
             matches!(role, Role::Editor | Role::Admin)
         }

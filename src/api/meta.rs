@@ -54,10 +54,19 @@ async fn health(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "JWK set", content_type = "application/json")))]
 async fn jwks(State(state): State<AppState>) -> Response {
     (
-        [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
-        axum::Json(state.keys.jwks()),
+        [(
+            axum::http::header::CACHE_CONTROL,
+            format!("public, max-age={}", jwks_max_age(&state.config.keys)),
+        )],
+        axum::Json(state.keys.get().jwks()),
     )
         .into_response()
+}
+
+/// How long a JWKS may be cached: a quarter of the prepublication window
+/// (so a cache never hides a next key until it signs), at most 5 minutes.
+pub fn jwks_max_age(policy: &crate::config::KeyPolicy) -> i64 {
+    (policy.prepublish_secs / 4).clamp(0, 300)
 }
 
 /// How long a revocation list is valid.
@@ -142,7 +151,8 @@ async fn revocations(State(state): State<AppState>) -> Result<Response, ApiError
     let mut revoked = state.store.revoked_licenses().await?;
     revoked.sort();
     revoked.dedup();
-    let key = state.keys.signing_key();
+    let keys = state.keys.get();
+    let key = keys.signing_key();
     let iss = state.config.public_url.as_str();
     let sign = |iat: i64, revoked: &[String]| {
         let payload = serde_json::json!({

@@ -18,6 +18,7 @@ use crate::licensing::Licensing;
 
 pub mod accounts;
 pub mod apikeys;
+pub mod keys;
 pub mod audit;
 pub mod auth;
 pub mod error;
@@ -97,6 +98,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(serviceaccounts::router())
         .merge(apikeys::router())
         .merge(audit::router())
+        .merge(keys::router())
 }
 
 /// The OpenAPI document of the API.

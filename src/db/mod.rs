@@ -12,11 +12,13 @@ use crate::domain::{
     Page, Product, Role, SaToken, ServiceAccount, TokenRecord,
 };
 
+mod keys;
 mod postgres;
 pub(crate) mod rows;
 pub(crate) mod sql;
 mod sqlite;
 
+pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -178,7 +180,7 @@ pub struct PoolStatus {
 /// conditional on the `version` they were computed from
 /// ([`StoreError::Stale`] otherwise), and every write bumps the version.
 #[async_trait]
-pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
+pub trait Store: AccessStore + PushStore + KeyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// A round trip to the database.

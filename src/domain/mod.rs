@@ -3,11 +3,13 @@
 //! testable without a server or a database.
 
 mod access;
+mod keys;
 mod license;
 mod types;
 mod values;
 
 pub use access::*;
+pub use keys::*;
 
 pub use license::{RenewRefusal, check_renewable, claims_for, license_state};
 pub use types::*;

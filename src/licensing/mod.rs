@@ -12,8 +12,6 @@
 
 use std::sync::Arc;
 
-use charter_token::Keyring;
-
 use crate::config::Config;
 use crate::db::{Store, StoreError};
 use crate::domain::{ActorKind, AuditEvent, LicenseStatus};
@@ -25,6 +23,7 @@ use crate::sealed::Sealer;
 pub mod accounts;
 mod diff;
 pub mod instances;
+pub mod keys;
 pub mod licenses;
 pub mod products;
 pub mod push;
@@ -36,13 +35,14 @@ pub use diff::changes;
 #[derive(Clone)]
 pub struct Licensing {
     pub store: Arc<dyn Store>,
-    /// Signs new tokens and verifies presented ones.
-    pub keys: Arc<Keyring>,
+    /// Signs new tokens and verifies presented ones; follows the key set
+    /// in the store ([`keys::maintain`]).
+    pub keys: Arc<keys::LiveKeys>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub pusher: Arc<Pusher>,
-    /// Seals push credentials; `None` when the keys directory has no key for it.
-    pub sealer: Option<Arc<Sealer>>,
+    /// The master key: seals signing keys and push credentials.
+    pub sealer: Arc<Sealer>,
     /// Renewals per license and per client address.
     pub renew_limiter: Arc<RenewLimiter>,
     /// Changes of one row from this process take turns (see [`RowLocks`]).

@@ -195,11 +195,8 @@ async fn deliver(
     let credentials = match sealed {
         None => None,
         Some(s) => {
-            let sealer = ctx
+            let c = ctx
                 .sealer
-                .as_ref()
-                .ok_or_else(|| Failure::other("no credentials.key to decrypt the credentials"))?;
-            let c = sealer
                 .open(s, &i.id, &i.url)
                 .map_err(|e| Failure::other(e.to_string()))?;
             Some(c)

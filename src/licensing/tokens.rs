@@ -55,8 +55,8 @@ pub(crate) async fn issue(
         jti,
         t,
     );
-    let token = ctx
-        .keys
+    let keys = ctx.keys.get();
+    let token = keys
         .sign(&claims)
         .map_err(|e| StoreOrSign::Sign(e.to_string()))?;
     let record = TokenRecord {
@@ -66,7 +66,7 @@ pub(crate) async fn issue(
             Recipient::Bind(i) => i.id.clone(),
             Recipient::Bound { id } => id.clone(),
         },
-        kid: ctx.keys.signing_key().kid().to_string(),
+        kid: keys.signing_key().kid().to_string(),
         iat: claims.iat,
         nbf: claims.nbf,
         exp: claims.exp,
@@ -288,6 +288,7 @@ pub async fn renew(
     let t = now();
     let old = ctx
         .keys
+        .get()
         .public()
         .verify_signature(token)
         .map_err(|e| match e {

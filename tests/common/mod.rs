@@ -29,8 +29,18 @@ pub struct Data {
 }
 
 impl Data {
+    /// A fresh database and a keys directory holding one RS256 key, which
+    /// the issuer imports on its first start (so that tests know the
+    /// private key that signs).
     pub async fn new(backend: Backend) -> Data {
         let dir = tempfile::tempdir().expect("temp dir");
+        charter_token::keys::generate(
+            &dir.path().join("keys"),
+            charter_token::KeyAlg::Rs256,
+            2048,
+            true,
+        )
+        .expect("signing key");
         match backend {
             Backend::Sqlite => Data {
                 database_url: format!("sqlite://{}", dir.path().join("charter.db").display()),
