@@ -71,6 +71,14 @@ pub struct InstanceArgs {
         default_value_t = 600
     )]
     pub revocations_interval_secs: u64,
+    /// How often to re-read the vendor's keys (the JWKS), in seconds; also
+    /// the least time between two reads on an unknown `kid` (at most 300).
+    #[arg(
+        long,
+        env = "CHARTER_INSTANCE_JWKS_REFRESH_SECS",
+        default_value_t = 3600
+    )]
+    pub jwks_refresh_secs: u64,
     /// A license token file the instance ships with (Consul's DELETE reverts to it).
     #[arg(long, env = "CHARTER_INSTANCE_BUILTIN_LICENSE", value_name = "FILE")]
     pub builtin_license: Option<PathBuf>,
@@ -145,6 +153,9 @@ async fn serve(args: InstanceArgs) -> anyhow::Result<()> {
     cfg.builtin_license = builtin;
     cfg.revocations_interval =
         std::time::Duration::from_secs(args.revocations_interval_secs.max(1));
+    let refresh = Duration::from_secs(args.jwks_refresh_secs.max(1));
+    cfg.jwks_refresh_interval = refresh;
+    cfg.jwks_min_interval = cfg.jwks_min_interval.min(refresh);
     let manager = LicenseManager::start(cfg)
         .await
         .context("loading the stored license")?;

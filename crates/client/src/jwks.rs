@@ -162,16 +162,34 @@ enum Source {
 
 impl Source {
     /// Whether what it publishes may replace the unpinned keys: a local
-    /// file, or a fetch over https (authenticated, not alterable on the
-    /// way). Plain http only adds keys.
+    /// file, a fetch over https (authenticated, not alterable on the way),
+    /// or over plain http from a loopback address (the same machine: nobody
+    /// on the way). Plain http from elsewhere only adds keys.
     fn may_drop(&self) -> bool {
         match self {
             Source::File(_) => true,
-            Source::Url(url) => url
-                .get(..8)
-                .is_some_and(|s| s.eq_ignore_ascii_case("https://")),
+            Source::Url(url) => {
+                let Ok(url) = reqwest::Url::parse(url) else {
+                    return false;
+                };
+                match url.scheme() {
+                    "https" => true,
+                    "http" => url.host_str().is_some_and(is_loopback),
+                    _ => false,
+                }
+            }
         }
     }
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl std::fmt::Display for Source {
@@ -200,4 +218,24 @@ async fn read_jwks_file(path: &std::path::Path) -> Result<KeySet, String> {
     .await
     .map_err(|e| e.to_string())??;
     KeySet::from_jwks_json(&text).map_err(|e| format!("JWKS is not valid: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Source;
+
+    #[test]
+    fn only_authenticated_or_local_sources_may_withdraw_keys() {
+        let url = |u: &str| Source::Url(u.to_string()).may_drop();
+        assert!(url("https://issuer.example.com/.well-known/jwks.json"));
+        assert!(url("http://127.0.0.1:8080/.well-known/jwks.json"));
+        assert!(url("http://127.8.9.10/.well-known/jwks.json"));
+        assert!(url("http://[::1]:8080/.well-known/jwks.json"));
+        assert!(url("http://localhost/.well-known/jwks.json"));
+        assert!(!url("http://issuer.example.com/.well-known/jwks.json"));
+        assert!(!url("http://10.0.0.1/.well-known/jwks.json"));
+        assert!(!url("http://127.0.0.1.evil.example/.well-known/jwks.json"));
+        assert!(!url("not a url"));
+        assert!(Source::File("jwks.json".into()).may_drop());
+    }
 }

@@ -237,9 +237,15 @@ impl LicenseManager {
                 }
                 None => check,
             };
-            // Wake for the next revocation poll too, when there is one to make.
+            // Wake for the next revocation poll too, when there is one to make,
+            // and for the next scheduled key refresh.
             let wait = if self.inner.revocations_url.is_some() {
                 wait.min(self.inner.revocations_interval.max(Duration::from_secs(1)))
+            } else {
+                wait
+            };
+            let wait = if self.inner.jwks_url.is_some() || self.inner.jwks_file.is_some() {
+                wait.min(self.inner.jwks_refresh_interval.max(Duration::from_secs(1)))
             } else {
                 wait
             };
