@@ -303,7 +303,60 @@ async fn a_missing_or_wrong_master_key_stops_the_start(backend: Backend) {
     app.stop().await;
 }
 
+/// `--key-rotation-days`: the schedule alone takes a key through next →
+/// current → previous → retired, and the next one after it, on time.
+async fn scheduled_rotation_runs_the_whole_cycle(backend: Backend) {
+    // Rotation every 8 s, a new key published 3 s before it signs.
+    let app = TestApp::start_with(backend, |a| {
+        a.key_rotation_days = Some(8.0 / 86_400.0);
+        a.key_prepublish_hours = Some(3.0 / 3600.0);
+        a.key_poll_secs = Some(1);
+        a.renew_grace_days = Some(0);
+    })
+    .await;
+    let first = states(&app).await[0].0.clone();
+    let expires = charter_token::now() + 10;
+    let license = app
+        .license(json!({"expires_at": charter::domain::rfc3339::format(expires), "max_instances": 5}))
+        .await;
+    let lid = license["lid"].as_str().expect("lid").to_string();
+    let (_, issued) = app.issue(&lid, "https://a.example.com/").await;
+    assert_eq!(kid_of(issued["token"].as_str().expect("token")), first);
+    // Every state of the first key, seen in order, and a second key's.
+    let mut seen: Vec<String> = Vec::new();
+    let mut second = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let mut done = false;
+    while !done && std::time::Instant::now() < deadline {
+        let now = states(&app).await;
+        if let Some(s) = state_of(&now, &first)
+            && seen.last() != Some(&s)
+        {
+            seen.push(s);
+        }
+        if second.is_none() {
+            second = now.iter().find(|(k, _)| *k != first).map(|(k, _)| k.clone());
+        }
+        done = seen.last().map(String::as_str) == Some("retired");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(done, "the first key retires: {seen:?}");
+    assert_eq!(seen, ["current", "previous", "retired"]);
+    let second = second.expect("a second key");
+    let now = states(&app).await;
+    assert_eq!(state_of(&now, &second).as_deref(), Some("current"), "{now:?}");
+    let (kids, _) = jwks_kids(&app).await;
+    assert!(!kids.contains(&first), "{kids:?}");
+    // And the schedule goes on: the second key gets its successor.
+    assert!(
+        eventually(15, || async { states(&app).await.len() >= 3 }).await,
+        "a third key is published before the second one's term ends"
+    );
+    app.stop().await;
+}
+
 both_stores!(
+    scheduled_rotation_runs_the_whole_cycle,
     a_rotated_key_is_published_first_then_signs_then_retires,
     an_emergency_rotation_refuses_the_old_keys_tokens,
     keys_of_a_keys_directory_are_imported_with_their_kids,
