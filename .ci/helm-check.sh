@@ -130,7 +130,13 @@ expect_fail() { # expect_fail NAME MESSAGE HELM-ARGS...
   fi
 }
 expect_fail no-database "database.existingSecret or database.url is required" --set database.existingSecret=
-expect_fail no-keys "at '/keys/existingSecret': minLength" --set keys.existingSecret=
+expect_fail no-master-key "masterKey.existingSecret is required" --set masterKey.existingSecret=
+expect_fail removed-rollout-on-change "additional properties 'rolloutOnChange' not allowed" \
+  --set keys.rolloutOnChange=true
+expect_fail keys-in-master-key "must be apart" --set keys.mountPath=/etc/charter/master/keys
+expect_fail schema-key-alg "at '/config/keyAlg'" --set config.keyAlg=rsa
+expect_fail rotation-within-prepublication "config.keyRotationDays (1) must be longer" \
+  --set config.keyRotationDays=1
 expect_fail schema-log-format "value must be one of 'json', 'text'" --set config.logFormat=xml
 expect_fail schema-unknown-value "additional properties 'replicas' not allowed" --set replicas=3
 # Behind the Ingress every client has the controller's address: trusted
@@ -142,8 +148,9 @@ expect_fail schema-egress-cidr "at '/networkPolicy/egress/extraCidrs/0'" \
 
 # Security settings as rendered: the Ingress with trusted proxies (or with
 # none, explicitly), the push private-address switch, the NetworkPolicy's
-# egress, and pod annotations that roll on a secret's change without
-# revealing it, the same on every render.
+# egress, the master key and the keys to import, the key settings, and pod
+# annotations that roll on a secret's change without revealing it, the same
+# on every render.
 render() { # render NAME RELEASE HELM-ARGS...: renders into $OUT/security-NAME.yaml
   local name=$1 release=$2
   shift 2
@@ -157,6 +164,9 @@ security_renders() {
   render push-private charter --set config.pushAllowPrivate=true
   render egress charter --set networkPolicy.enabled=true --set 'networkPolicy.egress.extraCidrs={192.168.50.0/24}'
   render egress-off charter --set networkPolicy.enabled=true --set networkPolicy.egress.enabled=false
+  render keys-import charter --set keys.existingSecret=charter-keys
+  render key-settings charter --set config.keyAlg=eddsa --set config.keyPrepublishHours=0.5 \
+    --set config.keyRotationDays=90 --set config.keyPollSecs=10
   render secrets charter "${secrets[@]}"
   render secrets-again charter "${secrets[@]}"
   render secrets-changed charter \
@@ -219,6 +229,40 @@ for cidr, needed in must_except.items():
 check(public.get("192.168.50.0/24") == set(), "networkPolicy.egress.extraCidrs not allowed")
 check("Egress" not in one("egress-off", "NetworkPolicy")["spec"]["policyTypes"],
       "egress.enabled=false still restricts egress")
+
+# The master key: its own read-only Secret volume, one item, named by
+# CHARTER_MASTER_KEY_FILE. The keys Secret: mounted only when named, at CHARTER_KEYS_DIR.
+def pod(name):
+    return one(name, "Deployment")["spec"]["template"]["spec"]
+def volumes(name):
+    return {v["name"]: v for v in pod(name)["volumes"]}
+def mounts(name):
+    return {m["name"]: m for m in pod(name)["containers"][0]["volumeMounts"]}
+for name in ("default", "keys-import"):
+    master = volumes(name).get("master-key", {}).get("secret", {})
+    check(master.get("secretName") == "charter-master-key" and
+          master.get("items") == [{"key": "master.key", "path": "master.key"}],
+          f"{name}: master key volume {master}")
+    check(mounts(name).get("master-key", {}).get("readOnly") is True, f"{name}: master key not mounted read-only")
+    check(env(name).get("CHARTER_MASTER_KEY_FILE") == "/etc/charter/master/master.key",
+          f"{name}: CHARTER_MASTER_KEY_FILE {env(name).get('CHARTER_MASTER_KEY_FILE')!r}")
+    check(env(name).get("CHARTER_KEYS_DIR") == "/etc/charter/keys",
+          f"{name}: CHARTER_KEYS_DIR {env(name).get('CHARTER_KEYS_DIR')!r}")
+check("keys" not in volumes("default") and "keys" not in mounts("default"),
+      "a keys volume without keys.existingSecret")
+check(volumes("keys-import").get("keys", {}).get("secret", {}).get("secretName") == "charter-keys",
+      "keys.existingSecret not mounted")
+check(mounts("keys-import").get("keys", {}).get("mountPath") == "/etc/charter/keys"
+      and mounts("keys-import")["keys"].get("readOnly") is True,
+      "the keys Secret is not mounted read-only at keys.mountPath")
+
+# Key settings: passed on when set, the binary's defaults otherwise.
+key_env = ("CHARTER_KEY_ALG", "CHARTER_KEY_PREPUBLISH_HOURS", "CHARTER_KEY_ROTATION_DAYS", "CHARTER_KEY_POLL_SECS")
+check(not any(k in env("default") for k in key_env), "key settings set by default")
+got = {k: env("key-settings").get(k) for k in key_env}
+check(got == dict(zip(key_env, ("eddsa", "0.5", "90", "10"))), f"key settings passed on as {got}")
+check(not any(k.startswith("checksum/keys") for k in annotations("keys-import")),
+      "pods still roll on the keys Secret, which is read only on a first start")
 
 # Pod annotations: deterministic, change with the secret, salted per
 # release, and no plain hash of a secret value or of the rendered Secret.

@@ -16,7 +16,9 @@ document in every file:
 - YAML with duplicate keys fails (Kubernetes would keep only one of them).
 
 Then the chart's own contract is checked: the issuer pods' security context,
-probes, environment and volumes, the migration hook Job, and that every
+probes, environment and volumes (the master key a file in a read-only Secret
+volume of its own; the keys directory, when mounted, a read-only Secret
+mount), the migration hook Job, and that every
 selector (Service, PodDisruptionBudget, ServiceMonitor, NetworkPolicy) selects
 the issuer pods. Exits non-zero on any failure.
 """
@@ -204,6 +206,62 @@ def check_pod_security(where: str, pod: dict, container: dict) -> None:
         fail(where, "no emptyDir at /tmp")
 
 
+def enclosing_mount(path: str, mounts: list[dict]) -> dict | None:
+    """The volume mount that holds `path`: the deepest one at `path` or at one of its parents."""
+    found = None
+    for m in mounts:
+        at = m["mountPath"].rstrip("/") or "/"
+        if path == at or path.startswith(at.rstrip("/") + "/"):
+            if found is None or len(at) > len(found["mountPath"].rstrip("/")):
+                found = m
+    return found
+
+
+def check_key_files(where: str, pod: dict, container: dict, env: dict) -> None:
+    """The master key is a file in a read-only Secret volume of its own, always
+    there (not optional); the keys directory, read only to import keys on a
+    first start, is a read-only Secret mount when anything is mounted there."""
+    mounts = container.get("volumeMounts", [])
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    master_volume = None
+    master = env.get("CHARTER_MASTER_KEY_FILE", {}).get("value")
+    if not master or not master.startswith("/"):
+        fail(where, f"CHARTER_MASTER_KEY_FILE is {master!r}, not an absolute path given as a value")
+    else:
+        mount = enclosing_mount(master, mounts)
+        secret = volumes.get(mount["name"], {}).get("secret") if mount else None
+        if not mount or not mount.get("readOnly") or secret is None:
+            fail(where, f"CHARTER_MASTER_KEY_FILE {master!r} is not in a read-only Secret mount")
+        else:
+            master_volume = mount["name"]
+            at = mount["mountPath"].rstrip("/")
+            # The file of the Secret volume the path names.
+            if mount.get("subPath"):
+                file = mount["subPath"] if master == at else None
+            else:
+                file = master[len(at) + 1:] if master != at else None
+            if not file:
+                fail(where, f"CHARTER_MASTER_KEY_FILE {master!r} is the mount itself, not a file in it")
+            elif secret.get("items") is not None and file not in {i["path"] for i in secret["items"]}:
+                fail(where, f"CHARTER_MASTER_KEY_FILE {master!r}: {file!r} is not among the Secret volume's items")
+            if secret.get("optional"):
+                fail(where, "the master key's Secret volume is optional: pods would start without it")
+    keys_dir = env.get("CHARTER_KEYS_DIR", {}).get("value")
+    if keys_dir:
+        mount = enclosing_mount(keys_dir, mounts)
+        if mount is not None:
+            at = mount["mountPath"].rstrip("/") or "/"
+            if at != keys_dir.rstrip("/"):
+                fail(where, f"CHARTER_KEYS_DIR {keys_dir!r} lies inside the mount at {at!r}, not a Secret of its own")
+            elif not mount.get("readOnly") or "secret" not in volumes.get(mount["name"], {}):
+                fail(where, f"CHARTER_KEYS_DIR {keys_dir!r} is not a read-only Secret mount")
+            if master_volume is not None and mount["name"] == master_volume:
+                fail(where, "CHARTER_KEYS_DIR and CHARTER_MASTER_KEY_FILE share a volume")
+    for m in mounts:
+        if m["name"] == "keys" and m["mountPath"].rstrip("/") != (keys_dir or "").rstrip("/"):
+            fail(where, f"the keys volume is mounted at {m['mountPath']!r}, not at CHARTER_KEYS_DIR {keys_dir!r}")
+
+
 def check_contract(path: str, docs: list[dict]) -> None:
     by_kind: dict[str, list[dict]] = {}
     for doc in docs:
@@ -236,12 +294,7 @@ def check_contract(path: str, docs: list[dict]) -> None:
     for name in ("CHARTER_DATABASE_URL", "CHARTER_ADMIN_PASSWORD"):
         if "secretKeyRef" not in env.get(name, {}).get("valueFrom", {}):
             fail(where, f"{name} does not come from a Secret")
-    keys_dir = env.get("CHARTER_KEYS_DIR", {}).get("value")
-    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    keys_mount = mounts.get(keys_dir)
-    if not keys_mount or not keys_mount.get("readOnly") or "secret" not in volumes.get(keys_mount["name"], {}):
-        fail(where, f"CHARTER_KEYS_DIR {keys_dir!r} is not a read-only Secret mount")
+    check_key_files(where, pod, container, env)
     if "CHARTER_LOG_FORMAT" not in env:
         fail(where, "CHARTER_LOG_FORMAT is not set")
 

@@ -175,3 +175,66 @@ Usage: include "charter.secretDigest" (list $ "database" $value)
 {{- $salt := printf "charter/%s/%s/%s" $ctx.Release.Namespace $ctx.Release.Name (index . 1) }}
 {{- derivePassword 1 "maximum" (index . 2) $salt "pod-annotation" | sha256sum }}
 {{- end }}
+
+{{/* The master key's Secret (required) and the file the issuer reads it from. */}}
+{{- define "charter.masterKeySecret" -}}
+{{- required "masterKey.existingSecret is required: the Secret with the master key that seals the signing keys and push credentials in the database. Create it with: kubectl create secret generic charter-master-key --from-literal=master.key=\"$(openssl rand -base64 32)\" (upgrading: see the chart's README, the keys Secret's credentials.key)" .Values.masterKey.existingSecret }}
+{{- end }}
+
+{{- define "charter.masterKeyFile" -}}
+{{- printf "%s/master.key" (trimSuffix "/" .Values.masterKey.mountPath) }}
+{{- end }}
+
+{{/*
+The Secret of keys to import (empty: none), after two checks: the keys
+directory and the master key's directory are apart (neither inside the
+other); and on `helm upgrade` from a chart that mounted the keys Secret and
+had no master key (before 0.2.0), the Secret is named: without it the
+issuer, finding no key in the database, would generate a new one, and the
+tokens signed by the old keys could no longer be renewed. (`lookup` answers
+nothing in `helm template`, so there the second check does nothing.)
+*/}}
+{{- define "charter.keysSecret" -}}
+{{- $keys := trimSuffix "/" .Values.keys.mountPath }}
+{{- $master := trimSuffix "/" .Values.masterKey.mountPath }}
+{{- if or (eq $keys $master) (hasPrefix (printf "%s/" $master) $keys) (hasPrefix (printf "%s/" $keys) $master) }}
+{{- fail (printf "keys.mountPath (%s) and masterKey.mountPath (%s) must be apart, neither inside the other" $keys $master) }}
+{{- end }}
+{{- $secret := .Values.keys.existingSecret }}
+{{- if and (not $secret) .Release.IsUpgrade }}
+{{- with (lookup "apps/v1" "Deployment" .Release.Namespace (include "charter.fullname" .)) }}
+{{- $volumes := dict }}
+{{- range .spec.template.spec.volumes }}
+{{- $_ := set $volumes .name . }}
+{{- end }}
+{{- if and (hasKey $volumes "keys") (not (hasKey $volumes "master-key")) }}
+{{- with (get $volumes "keys").secret }}
+{{- fail (printf "this release's pods read their signing keys from Secret %s, and the issuer now keeps them in the database: set keys.existingSecret=%s for this upgrade so that they are imported (otherwise a new key is generated and tokens signed by the old ones can no longer be renewed); see Upgrading in the chart's README" .secretName .secretName) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $secret }}
+{{- end }}
+
+{{/*
+The key schedule, checked as the issuer checks it at start (so that a bad
+pair fails the render rather than every pod): a scheduled rotation must be
+longer than the prepublication (a new key is published that long before it
+signs). Empty values are the binary's defaults: no rotation, 48 hours.
+*/}}
+{{- define "charter.checkKeySettings" -}}
+{{- $rotation := 0.0 }}
+{{- $prepublish := 48.0 }}
+{{- with .Values.config }}
+{{- if and (not (kindIs "invalid" .keyRotationDays)) (ne (toString .keyRotationDays) "") }}
+{{- $rotation = float64 .keyRotationDays }}
+{{- end }}
+{{- if and (not (kindIs "invalid" .keyPrepublishHours)) (ne (toString .keyPrepublishHours) "") }}
+{{- $prepublish = float64 .keyPrepublishHours }}
+{{- end }}
+{{- end }}
+{{- if and (gt $rotation 0.0) (le (mulf $rotation 24) $prepublish) }}
+{{- fail (printf "config.keyRotationDays (%v) must be longer than config.keyPrepublishHours (%v hours; 48 when empty): a new key is published that long before it signs" $rotation $prepublish) }}
+{{- end }}
+{{- end }}
