@@ -245,6 +245,43 @@ mod tests {
     }
 
     #[test]
+    fn a_master_key_is_32_bytes_or_their_base64_and_never_overwritten() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(KEY_FILE);
+        let sealer = Sealer::create(&path).expect("created");
+        let raw = std::fs::read(&path).expect("read");
+        assert_eq!(raw.len(), 32);
+        let sealed = sealer.seal_signing_key("pem text", "kid-1").expect("seal");
+        assert!(matches!(
+            Sealer::create(&path),
+            Err(MasterKeyError::Unusable { .. })
+        ));
+        assert_eq!(std::fs::read(&path).expect("read"), raw, "not overwritten");
+        // The same key as base64 (a Kubernetes Secret) opens it.
+        let b64 = dir.path().join("b64.key");
+        std::fs::write(&b64, format!("{}\n", STANDARD.encode(&raw))).expect("write");
+        let again = Sealer::load(&b64).expect("base64 key");
+        assert_eq!(
+            again.open_signing_key(&sealed, "kid-1").as_deref(),
+            Some("pem text")
+        );
+        // Bound to its kid.
+        assert_eq!(again.open_signing_key(&sealed, "kid-2"), None);
+        // Errors name the file.
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, b"too short").expect("write");
+        let err = Sealer::load(&short).err().expect("refused").to_string();
+        assert!(
+            err.contains("short.key") && err.contains("32 bytes"),
+            "{err}"
+        );
+        let missing = Sealer::load(&dir.path().join("none.key"))
+            .err()
+            .expect("missing");
+        assert!(missing.to_string().contains("none.key"), "{missing}");
+    }
+
+    #[test]
     fn credentials_copied_to_another_instance_do_not_open() {
         let dir = tempfile::tempdir().expect("dir");
         let sealer = Sealer::create(&dir.path().join(KEY_FILE)).expect("created");

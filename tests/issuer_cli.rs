@@ -100,7 +100,11 @@ async fn serve_with_no_flags_keeps_data_and_keys_in_the_working_directory() {
     {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(dir.path().join("keys/master.key")).expect("meta");
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "master key readable by its owner only");
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "master key readable by its owner only"
+        );
     }
     // The generated admin password is printed once and works.
     let password = printed

@@ -154,7 +154,7 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
             root,
         });
     }
-    
+
     // Watch both JWKS, and renew through every instance, continuously.
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -202,7 +202,10 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
 
     // Rotate through issuer A with the CLI and an Admin service account.
     let (s, sa) = portal
-        .post("/api/serviceaccounts", json!({"name": "rotator", "role": "Admin"}))
+        .post(
+            "/api/serviceaccounts",
+            json!({"name": "rotator", "role": "Admin"}),
+        )
         .await;
     assert_eq!(s, 201, "{sa}");
     let (s, token) = portal
@@ -213,11 +216,29 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
         .await;
     assert_eq!(s, 200, "{token}");
     let sa_token = token["key"].as_str().expect("key").to_string();
-    let out = charter(&["keys", "rotate", "--issuer", &issuers[0], "--token", &sa_token]);
+    let out = charter(&[
+        "keys",
+        "rotate",
+        "--issuer",
+        &issuers[0],
+        "--token",
+        &sa_token,
+    ]);
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(printed.contains("signs from"), "{printed}");
-    let out = charter(&["keys", "list", "--issuer", &issuers[1], "--token", &sa_token]);
+    let out = charter(&[
+        "keys",
+        "list",
+        "--issuer",
+        &issuers[1],
+        "--token",
+        &sa_token,
+    ]);
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
     let new = listed
         .lines()
@@ -227,13 +248,16 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
         .to_string();
 
     // Every instance ends up renewing with the new key, and keeps going.
-    let files: Vec<_> = instances.iter().map(|i| i.data.join("license.jwt")).collect();
+    let files: Vec<_> = instances
+        .iter()
+        .map(|i| i.data.join("license.jwt"))
+        .collect();
     let all_new = eventually(40, || {
         let (files, new) = (files.clone(), new.clone());
         async move {
-            files.iter().all(|f| {
-                kid_of(std::fs::read_to_string(f).unwrap_or_default().trim()) == new
-            })
+            files
+                .iter()
+                .all(|f| kid_of(std::fs::read_to_string(f).unwrap_or_default().trim()) == new)
         }
     })
     .await;
@@ -249,7 +273,11 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
         .expect("lock");
     assert!(all_new, "every instance holds a token of the new key");
     assert!(seen.failures.is_empty(), "failures: {:#?}", seen.failures);
-    assert!(seen.renewals >= 30, "renewed continuously: {}", seen.renewals);
+    assert!(
+        seen.renewals >= 30,
+        "renewed continuously: {}",
+        seen.renewals
+    );
     let first = seen.first_token[&new];
     for (i, published) in seen.published.iter().enumerate() {
         let at = published
@@ -260,7 +288,10 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
             "issuer {i} published the new key before any token carried it"
         );
     }
-    assert!(seen.first_token.contains_key(&old), "the old key signed before");
+    assert!(
+        seen.first_token.contains_key(&old),
+        "the old key signed before"
+    );
 
     // Emergency rotation through B: the new key's tokens are refused at
     // renewal, and the instances stop trusting them after their refresh.
@@ -275,7 +306,11 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
         "--immediate",
     ]);
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(printed.contains("401"), "{printed}");
     for issuer in &issuers {
         let issuer = issuer.clone();
@@ -295,11 +330,14 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
     .await;
     assert_eq!(s, 401, "{refused}");
     for root in instances.iter().map(|i| i.root.clone()) {
-        let untrusted = eventually(10, || {
-            let (http, root) = (http.clone(), root.clone());
-            async move { call(http.get(format!("{root}api/licensing/check"))).await.1 == json!(false) }
-        })
-        .await;
+        let untrusted =
+            eventually(10, || {
+                let (http, root) = (http.clone(), root.clone());
+                async move {
+                    call(http.get(format!("{root}api/licensing/check"))).await.1 == json!(false)
+                }
+            })
+            .await;
         assert!(untrusted, "{root} stops trusting the retired key's token");
     }
 
@@ -307,8 +345,9 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
     // store held, as PEM lines, are nowhere in the logs, the API's answers
     // or the database's text.
     let sealer = charter::sealed::Sealer::load(&master).expect("master key");
-    let (client, conn) =
-        tokio_postgres::connect(&data.database_url, tokio_postgres::NoTls).await.expect("pg");
+    let (client, conn) = tokio_postgres::connect(&data.database_url, tokio_postgres::NoTls)
+        .await
+        .expect("pg");
     tokio::spawn(conn);
     let rows = client
         .query("SELECT kid, sealed_key FROM signing_keys", &[])
@@ -329,7 +368,10 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
         secrets.push(STANDARD.encode(pem.as_bytes()));
     }
     // The imported key's private half too (retired by now, erased in the store).
-    for entry in std::fs::read_dir(data.keys_dir()).expect("dir").filter_map(Result::ok) {
+    for entry in std::fs::read_dir(data.keys_dir())
+        .expect("dir")
+        .filter_map(Result::ok)
+    {
         if entry.path().extension().is_some_and(|e| e == "pem") {
             let pem = std::fs::read_to_string(entry.path()).expect("pem");
             secrets.extend(
@@ -357,7 +399,11 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
             haystack.push_str(r.get::<_, &str>(0));
         }
     }
-    for path in ["/api/keys", "/api/audit?per_page=100", "/.well-known/jwks.json"] {
+    for path in [
+        "/api/keys",
+        "/api/audit?per_page=100",
+        "/.well-known/jwks.json",
+    ] {
         for issuer in &issuers {
             let (_, body) = Portal::new(issuer).get(path).await;
             haystack.push_str(&body.to_string());
@@ -373,8 +419,14 @@ async fn a_rotation_across_two_issuers_fails_no_renewal_and_no_verification() {
             haystack.push_str(&line);
         }
     }
-    assert!(haystack.contains(&compromised), "the haystack holds what was said");
+    assert!(
+        haystack.contains(&compromised),
+        "the haystack holds what was said"
+    );
     for secret in &secrets {
-        assert!(!haystack.contains(secret.as_str()), "private key material found in the clear");
+        assert!(
+            !haystack.contains(secret.as_str()),
+            "private key material found in the clear"
+        );
     }
 }

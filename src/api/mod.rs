@@ -18,12 +18,12 @@ use crate::licensing::Licensing;
 
 pub mod accounts;
 pub mod apikeys;
-pub mod keys;
 pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod instances;
+pub mod keys;
 pub mod licenses;
 pub mod meta;
 pub mod precondition;

@@ -110,12 +110,12 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             immediate,
             ..
         } => {
-            let path = format!("/api/keys/rotate{}", if immediate { "?immediate=true" } else { "" });
-            let answer = call_issuer(&url, token.as_deref(), reqwest::Method::POST, &path)?;
-            println!(
-                "{}",
-                answer["message"].as_str().unwrap_or("rotated")
+            let path = format!(
+                "/api/keys/rotate{}",
+                if immediate { "?immediate=true" } else { "" }
             );
+            let answer = call_issuer(&url, token.as_deref(), reqwest::Method::POST, &path)?;
+            println!("{}", answer["message"].as_str().unwrap_or("rotated"));
         }
         KeysCommand::List {
             issuer:

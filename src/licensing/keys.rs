@@ -192,7 +192,8 @@ pub async fn bootstrap(
     if rows.is_empty() {
         let now = charter_token::now();
         let (initial, imported) = initial_keys(keys_dir, &sealer, policy.alg, now).await?;
-        let mut audit = Actor::system("keys").event("key.import", "signing_key", &initial_current(&initial));
+        let mut audit =
+            Actor::system("keys").event("key.import", "signing_key", &initial_current(&initial));
         audit.detail = Some(json!({
             "imported": imported,
             "kids": initial.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
@@ -242,7 +243,10 @@ async fn initial_keys(
     };
     if listed.is_empty() {
         let pem = generate(alg).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        return Ok((vec![record(&pem, sealer, KeyState::Current, now, now)?], false));
+        return Ok((
+            vec![record(&pem, sealer, KeyState::Current, now, now)?],
+            false,
+        ));
     }
     if !listed.iter().any(|k| k.signing) {
         return Err(KeyError::NoSigningKey(listed.len()).into());
@@ -324,7 +328,12 @@ pub async fn maintain(ctx: &Licensing, now: i64) -> Result<()> {
     for prev in rows.iter().filter(|k| k.state == KeyState::Previous) {
         // Replicas that have not polled since it stopped signing may still
         // sign with it for a moment.
-        if prev.deactivated_at.unwrap_or(prev.created_at).saturating_add(lag) > now {
+        if prev
+            .deactivated_at
+            .unwrap_or(prev.created_at)
+            .saturating_add(lag)
+            > now
+        {
             continue;
         }
         let latest = ctx.store.latest_token_exp(&prev.kid).await?;
@@ -350,7 +359,10 @@ pub async fn maintain(ctx: &Licensing, now: i64) -> Result<()> {
             .saturating_add(every);
         if due.saturating_sub(policy.prepublish_secs) <= now {
             let signs_from = due.max(now.saturating_add(policy.prepublish_secs));
-            if add_next(ctx, &actor, now, signs_from, true).await?.is_some() {
+            if add_next(ctx, &actor, now, signs_from, true)
+                .await?
+                .is_some()
+            {
                 changed = true;
             }
         }

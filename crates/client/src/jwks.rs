@@ -9,8 +9,8 @@
 //! fetch over https, replaces them with what it publishes, so a key the
 //! issuer retired stops verifying without a restart (the held token, if it
 //! was signed by such a key, is then status 2 Loaded: held, not judged). A
-//! fetch over plain http only adds keys: anyone on the path could otherwise
-//! withdraw them.
+//! fetch over plain http from another machine only adds keys: anyone on the
+//! path could otherwise withdraw them (from a loopback address nobody is).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -82,7 +82,7 @@ async fn apply(c: &impl GenericClient, change: &KeyChange, now: i64) -> Result<(
 #[async_trait]
 impl KeyStore for PgStore {
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
-        self.many(pg!(keys::LIST), &[], |r| keys::key(r)).await
+        self.many(pg!(keys::LIST), &[], keys::key).await
     }
 
     async fn change_keys(&self, change: &KeyChange, now: i64, audit: &AuditEvent) -> Result<bool> {

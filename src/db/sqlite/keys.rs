@@ -65,7 +65,8 @@ fn apply(c: &Connection, change: &KeyChange, now: i64) -> Result<()> {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
-        self.call(|c| all(c, keys::LIST, [], |r| keys::key(r))).await
+        self.call(|c| all(c, keys::LIST, [], |r| keys::key(r)))
+            .await
     }
 
     async fn change_keys(&self, change: &KeyChange, now: i64, audit: &AuditEvent) -> Result<bool> {
