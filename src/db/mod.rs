@@ -9,9 +9,11 @@ use charter_token::Usage;
 
 use crate::domain::{
     Account, AuditEvent, AuditFilter, Dialect, Instance, License, LicenseFilter, LicenseStatus,
-    Page, Product, Role, SaToken, ServiceAccount, TokenRecord,
+    Listing, Page, Product, Role, SaToken, ServiceAccount, TokenRecord,
 };
 
+#[doc(hidden)]
+pub mod lists;
 mod postgres;
 pub(crate) mod rows;
 pub(crate) mod sql;
@@ -199,7 +201,7 @@ pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     /// Conflict when the slug is taken.
     async fn create_account(&self, a: &Account, audit: &AuditEvent) -> Result<()>;
     async fn get_account(&self, id: &str) -> Result<Option<Account>>;
-    async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)>;
+    async fn list_accounts(&self, page: &Page) -> Result<Listing<Account>>;
     /// Writes `company`, `account` and `slug` if the row is at `version`.
     async fn update_account(
         &self,
@@ -210,7 +212,7 @@ pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
 
     async fn create_license(&self, l: &License, audit: &AuditEvent) -> Result<()>;
     async fn get_license(&self, lid: &str) -> Result<Option<License>>;
-    async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)>;
+    async fn list_licenses(&self, f: &LicenseFilter, page: &Page) -> Result<Listing<License>>;
     /// Writes the terms, dates and `max_instances` of `l` (never `status`)
     /// if the row still has those of `from`, the license they were computed
     /// from ([`StoreError::Stale`] otherwise; a status change in between
@@ -251,7 +253,7 @@ pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     /// reads, in one call: the license (`None`: it does not exist), the
     /// instance if bound, and the license's account.
     async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>>;
-    async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>>;
+    async fn list_instances(&self, lid: &str, page: &Page) -> Result<Listing<Instance>>;
     /// Writes the push settings if the row is at `version`.
     async fn update_push_settings(
         &self,
@@ -269,7 +271,7 @@ pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     /// Records a token as [`Issuance`] says, with `audit` (only when a new
     /// token is recorded, not for an idempotent retry).
     async fn record_issuance(&self, issuance: &Issuance, audit: &AuditEvent) -> Result<Recorded>;
-    async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)>;
+    async fn list_tokens(&self, lid: &str, page: &Page) -> Result<Listing<TokenRecord>>;
 
     /// Ids of revoked licenses.
     async fn revoked_licenses(&self) -> Result<Vec<String>>;
@@ -334,8 +336,8 @@ pub trait AccessStore: Send + Sync {
     async fn search_service_accounts(
         &self,
         query: &str,
-        page: Page,
-    ) -> Result<(Vec<ServiceAccount>, i64)>;
+        page: &Page,
+    ) -> Result<Listing<ServiceAccount>>;
     /// Writes name, login, role and `is_disabled`.
     async fn update_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()>;
     /// Deletes it and its tokens. False when it did not exist.
@@ -367,7 +369,7 @@ pub trait AccessStore: Send + Sync {
     /// An event that is not part of a change (a failed login).
     async fn insert_audit(&self, event: &AuditEvent) -> Result<()>;
     /// Newest first.
-    async fn list_audit(&self, f: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)>;
+    async fn list_audit(&self, f: &AuditFilter, page: &Page) -> Result<Listing<AuditEvent>>;
 }
 
 /// A service account to create.

@@ -14,13 +14,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 
 use super::rows::{self, Taken};
-use super::sql;
 use super::{
     Issuance, IssuanceContext, PoolStatus, PushSettings, Recipient, Recorded, Result, Store,
     StoreError, Transition,
 };
+use super::{lists, sql};
 use crate::domain::{
-    Account, AuditEvent, Instance, License, LicenseFilter, LicenseStatus, Page, Product,
+    Account, AuditEvent, Instance, License, LicenseFilter, LicenseStatus, Listing, Page, Product,
     TokenReason, TokenRecord,
 };
 
@@ -234,11 +234,37 @@ impl PgStore {
             .collect()
     }
 
-    async fn count(&self, sql: &str, args: &[Param<'_>]) -> Result<i64> {
+    /// A page of a list ([`lists`]): the count and the rows pipelined on
+    /// one connection.
+    async fn list<T>(
+        &self,
+        q: &lists::ListQuery,
+        page: &Page,
+        map: fn(&Row) -> Result<T>,
+    ) -> Result<Listing<T>> {
+        fn args(a: &[lists::Arg]) -> Vec<Param<'_>> {
+            a.iter()
+                .map(|a| match a {
+                    lists::Arg::Int(n) => n as Param<'_>,
+                    lists::Arg::Text(s) => s as Param<'_>,
+                })
+                .collect()
+        }
         let c = self.pool.get().await?;
-        Ok(c.query_one(&c.prepare_cached(sql).await?, args)
-            .await?
-            .try_get(0)?)
+        let (count_sql, rows_sql) = (sql::pg(&q.count.sql), sql::pg(&q.rows.sql));
+        let (count_st, rows_st) =
+            tokio::try_join!(c.prepare_cached(&count_sql), c.prepare_cached(&rows_sql))?;
+        let (count_args, rows_args) = (args(&q.count.args), args(&q.rows.args));
+        let (counted, found) = tokio::try_join!(
+            c.query_one(&count_st, &count_args),
+            c.query(&rows_st, &rows_args)
+        )?;
+        let items = found.iter().map(map).collect::<Result<Vec<_>>>()?;
+        Ok(Listing::from_rows(
+            items,
+            page.per_page,
+            counted.try_get(0)?,
+        ))
     }
 }
 
@@ -342,16 +368,9 @@ impl Store for PgStore {
         self.one(pg!(sql::GET_ACCOUNT), &[&id], rows::account).await
     }
 
-    async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)> {
-        let total = self.count(pg!(sql::COUNT_ACCOUNTS), &[]).await?;
-        let rows = self
-            .many(
-                pg!(sql::LIST_ACCOUNTS),
-                &[&page.per_page, &page.offset()],
-                rows::account,
-            )
-            .await?;
-        Ok((rows, total))
+    async fn list_accounts(&self, page: &Page) -> Result<Listing<Account>> {
+        let q = lists::accounts(page, sql::ACCOUNT_COLS);
+        self.list(&q, page, rows::account).await
     }
 
     async fn update_account(
@@ -422,48 +441,9 @@ impl Store for PgStore {
             .await
     }
 
-    async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)> {
-        let (status, expired, started) = sql::state_filter(f.state);
-        const FILTER: &str = "($1::text IS NULL OR account_id = $1) \
-            AND ($2::text IS NULL OR status = $2) \
-            AND ($3::bool IS NULL OR $3 = (expires_at <= $4)) \
-            AND ($6::bool IS NULL OR $6 = (starts_at <= $4)) \
-            AND ($5::text IS NULL OR terms->'products' ? $5)";
-        let args: [Param<'_>; 6] = [
-            &f.account_id,
-            &status,
-            &expired,
-            &f.now,
-            &f.product,
-            &started,
-        ];
-        let total = self
-            .count(
-                pg!(&format!("SELECT count(*) FROM licenses WHERE {FILTER}")),
-                &args,
-            )
-            .await?;
-        let rows = self
-            .many(
-                pg!(&format!(
-                    "SELECT {} FROM licenses WHERE {FILTER} \
-                     ORDER BY created_at, lid LIMIT $7 OFFSET $8",
-                    sql::LICENSE_COLS
-                )),
-                &[
-                    &f.account_id,
-                    &status,
-                    &expired,
-                    &f.now,
-                    &f.product,
-                    &started,
-                    &page.per_page,
-                    &page.offset(),
-                ],
-                rows::license,
-            )
-            .await?;
-        Ok((rows, total))
+    async fn list_licenses(&self, f: &LicenseFilter, page: &Page) -> Result<Listing<License>> {
+        let q = lists::licenses(f, page, sql::LICENSE_COLS, lists::Dialect::Postgres);
+        self.list(&q, page, rows::license).await
     }
 
     async fn update_license_terms(
@@ -668,9 +648,9 @@ impl Store for PgStore {
         }))
     }
 
-    async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {
-        self.many(pg!(sql::LIST_INSTANCES), &[&lid], rows::instance)
-            .await
+    async fn list_instances(&self, lid: &str, page: &Page) -> Result<Listing<Instance>> {
+        let q = lists::instances(lid, page, sql::INSTANCE_COLS);
+        self.list(&q, page, rows::instance).await
     }
 
     async fn update_push_settings(
@@ -885,16 +865,9 @@ impl Store for PgStore {
         Ok(Recorded::New)
     }
 
-    async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)> {
-        let total = self.count(pg!(sql::LIST_TOKENS_COUNT), &[&lid]).await?;
-        let rows = self
-            .many(
-                pg!(sql::LIST_TOKENS),
-                &[&lid, &page.per_page, &page.offset()],
-                rows::token,
-            )
-            .await?;
-        Ok((rows, total))
+    async fn list_tokens(&self, lid: &str, page: &Page) -> Result<Listing<TokenRecord>> {
+        let q = lists::tokens(lid, page, sql::TOKEN_COLS);
+        self.list(&q, page, rows::token).await
     }
 
     async fn revoked_licenses(&self) -> Result<Vec<String>> {

@@ -61,6 +61,7 @@ pub(crate) const LICENSE_COLS: &str = license_cols!();
 /// An instance as [`super::rows::instance`] reads it (whether credentials
 /// are stored, never them).
 pub(crate) const INSTANCE_COLS: &str = instance_cols!();
+pub(crate) const TOKEN_COLS: &str = token_cols!();
 /// A service account (alias `s`), with its number of tokens.
 pub(crate) const SA_COLS: &str = "s.id, s.name, s.login, s.role, s.is_disabled, \
     (SELECT count(*) FROM service_account_tokens t WHERE t.service_account_id = s.id), \
@@ -90,13 +91,6 @@ pub(crate) const INSERT_ACCOUNT: &str = "INSERT INTO accounts (id, company, acco
      VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)";
 pub(crate) const GET_ACCOUNT: &str =
     concat!("SELECT ", account_cols!(), " FROM accounts WHERE id = ?1");
-pub(crate) const COUNT_ACCOUNTS: &str = "SELECT count(*) FROM accounts";
-/// ?1 per page, ?2 offset.
-pub(crate) const LIST_ACCOUNTS: &str = concat!(
-    "SELECT ",
-    account_cols!(),
-    " FROM accounts ORDER BY created_at, id LIMIT ?1 OFFSET ?2"
-);
 /// ?6 the version.
 pub(crate) const UPDATE_ACCOUNT: &str = concat!(
     "UPDATE accounts SET company = ?2, account = ?3, slug = ?4, updated_at = ?5, version = version + 1 \
@@ -160,11 +154,6 @@ pub(crate) const FIND_INSTANCE: &str = concat!(
     instance_cols!(),
     " FROM instances WHERE lid = ?1 AND url = ?2"
 );
-pub(crate) const LIST_INSTANCES: &str = concat!(
-    "SELECT ",
-    instance_cols!(),
-    " FROM instances WHERE lid = ?1 ORDER BY created_at, id"
-);
 /// ?1 lid, ?2 id, ?3 dialect, ?4 push enabled, ?5 next push, ?6 attempts,
 /// ?7 whether credentials change, ?8 the new sealed credentials, ?9 time,
 /// ?10 the version.
@@ -204,13 +193,6 @@ pub(crate) const RECORD_TOKEN: &str = "UPDATE instances SET last_jti = ?3, last_
 /// records the outcome). ?1 lid, ?2 id, ?3 jti, ?4 iat, ?5 next renewal.
 pub(crate) const RECORD_PUSH_TOKEN: &str = "UPDATE instances SET last_jti = ?3, last_issued_at = ?4, next_renewal_at = ?5, \
      push_pending_jti = ?3, updated_at = ?4, version = version + 1 WHERE lid = ?1 AND id = ?2";
-pub(crate) const LIST_TOKENS_COUNT: &str = "SELECT count(*) FROM tokens WHERE lid = ?1";
-/// ?1 lid, ?2 per page, ?3 offset.
-pub(crate) const LIST_TOKENS: &str = concat!(
-    "SELECT ",
-    token_cols!(),
-    " FROM tokens WHERE lid = ?1 ORDER BY iat DESC, jti DESC LIMIT ?2 OFFSET ?3"
-);
 pub(crate) const GET_TOKEN: &str = concat!("SELECT ", token_cols!(), " FROM tokens WHERE jti = ?1");
 
 // Push.

@@ -4,11 +4,13 @@
 
 mod access;
 mod license;
+mod page;
 mod types;
 mod values;
 
 pub use access::*;
 
 pub use license::{RenewRefusal, check_renewable, claims_for, license_state};
+pub use page::*;
 pub use types::*;
 pub use values::*;
