@@ -101,6 +101,12 @@ pub struct ServeArgs {
     /// Reverse proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDRs); the client address keys the rate limits and the audit [default: none].
     #[arg(long, env = "CHARTER_TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
+    /// Days of token history kept: older tokens are pruned unless an instance still holds them (its current or pending token); 0 keeps all [default: 400].
+    #[arg(long, env = "CHARTER_TOKEN_HISTORY_DAYS")]
+    pub token_history_days: Option<i64>,
+    /// Days of audit events kept; older ones are pruned [default: keep forever].
+    #[arg(long, env = "CHARTER_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<i64>,
     /// Do not apply migrations at start (when `charter migrate` runs them).
     #[arg(long, env = "CHARTER_NO_MIGRATE")]
     #[serde(default)]
@@ -138,6 +144,15 @@ pub struct Config {
     pub renew_limits: crate::ratelimit::RenewLimits,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// What is pruned, and when.
+    pub retention: Retention,
+}
+
+/// Retention of token history and audit events (`None`: kept forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub token_history_days: Option<i64>,
+    pub audit_days: Option<i64>,
 }
 
 impl ServeArgs {
@@ -177,7 +192,9 @@ impl ServeArgs {
             renew_limit_per_license,
             renew_limit_per_address,
             renew_limit_window_secs,
-            trusted_proxies
+            trusted_proxies,
+            token_history_days,
+            audit_retention_days
         );
         self.no_migrate |= file.no_migrate;
         self.push_refuse_private |= file.push_refuse_private;
@@ -276,6 +293,21 @@ impl Config {
             );
         }
         let trusted_proxies = parse_proxies(a.trusted_proxies.as_deref().unwrap_or(""))?;
+        let token_history_days = a.token_history_days.unwrap_or(400);
+        if !(0..=36_500).contains(&token_history_days) {
+            bail!(
+                "token_history_days must be between 0 (keep all) and 36500, not {token_history_days}"
+            );
+        }
+        if let Some(days) = a.audit_retention_days
+            && !(1..=36_500).contains(&days)
+        {
+            bail!("audit_retention_days must be between 1 and 36500, not {days}");
+        }
+        let retention = Retention {
+            token_history_days: (token_history_days > 0).then_some(token_history_days),
+            audit_days: a.audit_retention_days,
+        };
         Ok(Config {
             listen,
             public_url,
@@ -297,6 +329,7 @@ impl Config {
             push,
             renew_limits,
             trusted_proxies,
+            retention,
         })
     }
 }
@@ -391,6 +424,8 @@ renew_limit_per_license = 11
 renew_limit_per_address = 12
 renew_limit_window_secs = 13
 trusted_proxies = "10.0.0.0/8, 192.168.1.7"
+token_history_days = 30
+audit_retention_days = 90
 "#,
         )
         .expect("write");
@@ -439,6 +474,13 @@ trusted_proxies = "10.0.0.0/8, 192.168.1.7"
                 "10.0.0.0/8".parse::<ipnet::IpNet>().expect("net"),
                 "192.168.1.7/32".parse().expect("net")
             ]
+        );
+        assert_eq!(
+            c.retention,
+            Retention {
+                token_history_days: Some(30),
+                audit_days: Some(90)
+            }
         );
         assert_eq!(format!("{:?}", c.admin_password), "Some([redacted])");
 

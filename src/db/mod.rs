@@ -166,6 +166,60 @@ pub struct IssuanceContext {
     pub account: Option<Account>,
 }
 
+/// What [`Store::prune`] deletes.
+#[derive(Debug, Clone)]
+pub struct PrunePlan {
+    /// Tokens issued before this time that no instance holds (as its
+    /// current token or its pending push).
+    pub tokens_before: Option<i64>,
+    /// Audit events before this time.
+    pub audit_before: Option<i64>,
+    pub batch: i64,
+    pub pause: std::time::Duration,
+}
+
+/// What [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub tokens: u64,
+    pub audit: u64,
+}
+
+/// The PostgreSQL advisory lock a prune run holds (one replica at a time).
+pub const PRUNE_LOCK: i64 = 0x0063_6872_7072_756e; // "chrprun"
+
+/// See [`Store::license_counts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseCounts {
+    /// By state (`active`, `expired`, `not_started`, `suspended`, `revoked`).
+    pub by_state: Vec<(String, i64)>,
+    /// Licenses whose status is active, by expiry window: `expired`, `7d`,
+    /// `30d`, `90d` (expiring within that many days), `later`.
+    pub by_expiry: Vec<(String, i64)>,
+}
+
+impl LicenseCounts {
+    /// The ends of the expiry windows after `now`: 7, 30 and 90 days.
+    pub fn windows(now: i64) -> [i64; 3] {
+        [now + 7 * 86_400, now + 30 * 86_400, now + 90 * 86_400]
+    }
+
+    /// From rows `(state, window, count)` of [`sql::LICENSE_COUNTS`].
+    pub(crate) fn from_rows(rows: Vec<(String, String, i64)>) -> LicenseCounts {
+        let mut c = LicenseCounts::default();
+        for (state, window, n) in rows {
+            match c.by_state.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, total)) => *total += n,
+                None => c.by_state.push((state, n)),
+            }
+            if !window.is_empty() {
+                c.by_expiry.push((window, n));
+            }
+        }
+        c
+    }
+}
+
 /// Connections of a store's pool.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolStatus {
@@ -276,10 +330,17 @@ pub trait Store: AccessStore + PushStore + Send + Sync + 'static {
     /// Ids of revoked licenses.
     async fn revoked_licenses(&self) -> Result<Vec<String>>;
 
-    /// Expiry (unix seconds) of every active license, for the metrics.
-    async fn license_expiries(&self) -> Result<Vec<(String, i64)>>;
+    /// How many licenses are in each state at `now`, and how many of the
+    /// active ones (status) expire when, for the metrics.
+    async fn license_counts(&self, now: i64) -> Result<LicenseCounts>;
     /// Connections of the pool, for the metrics.
     fn pool_status(&self) -> PoolStatus;
+
+    /// Prunes what `plan` names, oldest first, in batches of `plan.batch`
+    /// rows (each its own short transaction, `plan.pause` apart, so
+    /// renewals go on between them), holding the store's prune lock:
+    /// `None`, and nothing deleted, when another run or replica holds it.
+    async fn prune(&self, plan: &PrunePlan) -> Result<Option<Pruned>>;
 
     /// A setting kept in the database (e.g. the generated admin password hash).
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;

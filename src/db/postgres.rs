@@ -268,6 +268,32 @@ impl PgStore {
     }
 }
 
+/// The batches of a prune, each a statement of its own (autocommit), on
+/// the connection that holds the prune lock.
+async fn prune_batches(c: &impl GenericClient, plan: &super::PrunePlan) -> Result<super::Pruned> {
+    let mut pruned = super::Pruned::default();
+    for (sql, before, count) in [
+        (
+            pg!(sql::PRUNE_TOKENS),
+            plan.tokens_before,
+            &mut pruned.tokens,
+        ),
+        (pg!(sql::PRUNE_AUDIT), plan.audit_before, &mut pruned.audit),
+    ] {
+        let Some(before) = before else { continue };
+        let st = c.prepare_cached(sql).await?;
+        loop {
+            let n = c.execute(&st, &[&before, &plan.batch]).await?;
+            *count += n;
+            if n < plan.batch as u64 {
+                break;
+            }
+            tokio::time::sleep(plan.pause).await;
+        }
+    }
+    Ok(pruned)
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -875,11 +901,13 @@ impl Store for PgStore {
             .await
     }
 
-    async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
-        self.many(pg!(sql::LICENSE_EXPIRIES), &[], |r| {
-            Ok((r.try_get(0)?, r.try_get(1)?))
+    async fn license_counts(&self, now: i64) -> Result<super::LicenseCounts> {
+        let [d7, d30, d90] = super::LicenseCounts::windows(now);
+        self.many(pg!(sql::LICENSE_COUNTS), &[&now, &d7, &d30, &d90], |r| {
+            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
         })
         .await
+        .map(super::LicenseCounts::from_rows)
     }
 
     fn pool_status(&self) -> PoolStatus {
@@ -890,6 +918,26 @@ impl Store for PgStore {
             available: n(s.available),
             waiting: n(s.waiting),
         }
+    }
+
+    async fn prune(&self, plan: &super::PrunePlan) -> Result<Option<super::Pruned>> {
+        let c = self.pool.get().await?;
+        let lock = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&super::PRUNE_LOCK])
+            .await?;
+        if !lock.try_get::<_, bool>(0)? {
+            return Ok(None);
+        }
+        let result = prune_batches(&c, plan).await;
+        let unlocked = c
+            .execute("SELECT pg_advisory_unlock($1)", &[&super::PRUNE_LOCK])
+            .await;
+        if unlocked.is_err() {
+            // Never back in the pool with the lock perhaps still held:
+            // closing the connection releases it.
+            drop(deadpool_postgres::Object::take(c));
+        }
+        result.map(Some)
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {

@@ -131,8 +131,18 @@ pub(crate) const QUEUE_REMOVALS: &str = "UPDATE instances SET removal_pending = 
      WHERE lid = ?1 AND push_enabled";
 pub(crate) const REVOKED_LICENSES: &str =
     "SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid";
-pub(crate) const LICENSE_EXPIRIES: &str =
-    "SELECT lid, expires_at FROM licenses WHERE status = 'active'";
+/// Licenses by state at ?1 (as `domain::license_state` computes it) and,
+/// for the active ones, by how soon they expire: `expired`, within 7, 30
+/// or 90 days (?2, ?3, ?4 the ends of those windows), or `later`. One
+/// aggregate over the licenses, for the metrics: a fixed number of series
+/// however many licenses there are.
+pub(crate) const LICENSE_COUNTS: &str = "SELECT \
+     CASE WHEN status <> 'active' THEN status WHEN expires_at <= ?1 THEN 'expired' \
+          WHEN starts_at > ?1 THEN 'not_started' ELSE 'active' END, \
+     CASE WHEN status <> 'active' THEN '' WHEN expires_at <= ?1 THEN 'expired' \
+          WHEN expires_at <= ?2 THEN '7d' WHEN expires_at <= ?3 THEN '30d' \
+          WHEN expires_at <= ?4 THEN '90d' ELSE 'later' END, \
+     count(*) FROM licenses GROUP BY 1, 2";
 
 // Instances.
 pub(crate) const COUNT_BOUND: &str = "SELECT count(*) FROM instances WHERE lid = ?1";
@@ -214,6 +224,19 @@ pub(crate) const FINISH_PUSH: &str = "UPDATE instances SET push_next_at = ?3, pu
 // ?6 target id, ?7 ip, ?8 detail (JSON).
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_events (at, actor_kind, actor, action, target_type, target_id, ip, detail) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+// Retention: a batch of the oldest rows at a time (each its own short
+// transaction), by `tokens_iat` and `audit_events_at`.
+/// Tokens issued before ?1 that no instance holds as its current or
+/// pending token; ?2 at most.
+pub(crate) const PRUNE_TOKENS: &str = "DELETE FROM tokens WHERE jti IN (SELECT jti FROM tokens \
+     WHERE iat < ?1 \
+     AND jti NOT IN (SELECT last_jti FROM instances WHERE last_jti IS NOT NULL) \
+     AND jti NOT IN (SELECT push_pending_jti FROM instances WHERE push_pending_jti IS NOT NULL) \
+     ORDER BY iat LIMIT ?2)";
+/// Audit events before ?1; ?2 at most.
+pub(crate) const PRUNE_AUDIT: &str = "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events \
+     WHERE at < ?1 ORDER BY at, id LIMIT ?2)";
 
 // Settings.
 pub(crate) const GET_SETTING: &str = "SELECT value FROM settings WHERE key = ?1";

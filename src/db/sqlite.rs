@@ -59,6 +59,8 @@ pub struct SqliteStore {
     pending: Arc<AtomicUsize>,
     /// Read-only connections for the reads that feed no write.
     readers: readers::Readers,
+    /// Set while a prune runs (one at a time).
+    pruning: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `execute` and `query_row` through the connection's statement cache, so
@@ -520,6 +522,7 @@ impl SqliteStore {
             jobs,
             pending,
             readers,
+            pruning: Default::default(),
         })
     }
 
@@ -965,13 +968,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
-        self.read(|c| {
-            all(c, sql::LICENSE_EXPIRIES, [], |r| {
-                Ok((r.text(0)?, r.int(1)?))
+    async fn license_counts(&self, now: i64) -> Result<super::LicenseCounts> {
+        let [d7, d30, d90] = super::LicenseCounts::windows(now);
+        self.read(move |c| {
+            all(c, sql::LICENSE_COUNTS, params![now, d7, d30, d90], |r| {
+                Ok((r.text(0)?, r.text(1)?, r.int(2)?))
             })
         })
         .await
+        .map(super::LicenseCounts::from_rows)
     }
 
     fn pool_status(&self) -> PoolStatus {
@@ -985,6 +990,40 @@ impl Store for SqliteStore {
             available: i64::from(writes == 0) + (readers - reads).max(0),
             waiting: (writes - 1).max(0) + (reads - readers).max(0),
         }
+    }
+
+    async fn prune(&self, plan: &super::PrunePlan) -> Result<Option<super::Pruned>> {
+        /// Clears the flag however the run ends.
+        struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        if self.pruning.swap(true, Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let _running = Running(&self.pruning);
+        let mut pruned = super::Pruned::default();
+        for (sql, before, count) in [
+            (sql::PRUNE_TOKENS, plan.tokens_before, &mut pruned.tokens),
+            (sql::PRUNE_AUDIT, plan.audit_before, &mut pruned.audit),
+        ] {
+            let Some(before) = before else { continue };
+            let batch = plan.batch;
+            loop {
+                // On the writer, between the renewals queued there.
+                let n = self
+                    .call(move |c| Ok(c.exec(sql, params![before, batch])? as u64))
+                    .await?;
+                *count += n;
+                if n < batch as u64 {
+                    break;
+                }
+                tokio::time::sleep(plan.pause).await;
+            }
+        }
+        Ok(Some(pruned))
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {

@@ -28,6 +28,7 @@ pub mod instances;
 pub mod licenses;
 pub mod products;
 pub mod push;
+pub mod retention;
 pub mod tokens;
 
 pub use diff::changes;
