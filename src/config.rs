@@ -107,6 +107,9 @@ pub struct ServeArgs {
     /// Days of audit events kept; older ones are pruned [default: keep forever].
     #[arg(long, env = "CHARTER_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<i64>,
+    /// How often the prune job runs, in seconds [default: 3600].
+    #[arg(long, env = "CHARTER_PRUNE_INTERVAL_SECS")]
+    pub prune_interval_secs: Option<u64>,
     /// Do not apply migrations at start (when `charter migrate` runs them).
     #[arg(long, env = "CHARTER_NO_MIGRATE")]
     #[serde(default)]
@@ -153,6 +156,8 @@ pub struct Config {
 pub struct Retention {
     pub token_history_days: Option<i64>,
     pub audit_days: Option<i64>,
+    /// How often the prune job runs.
+    pub every: std::time::Duration,
 }
 
 impl ServeArgs {
@@ -194,7 +199,8 @@ impl ServeArgs {
             renew_limit_window_secs,
             trusted_proxies,
             token_history_days,
-            audit_retention_days
+            audit_retention_days,
+            prune_interval_secs
         );
         self.no_migrate |= file.no_migrate;
         self.push_refuse_private |= file.push_refuse_private;
@@ -304,9 +310,14 @@ impl Config {
         {
             bail!("audit_retention_days must be between 1 and 36500, not {days}");
         }
+        let every = a.prune_interval_secs.unwrap_or(3600);
+        if !(1..=86_400 * 7).contains(&every) {
+            bail!("prune_interval_secs must be between 1 and 604800, not {every}");
+        }
         let retention = Retention {
             token_history_days: (token_history_days > 0).then_some(token_history_days),
             audit_days: a.audit_retention_days,
+            every: std::time::Duration::from_secs(every),
         };
         Ok(Config {
             listen,
@@ -426,6 +437,7 @@ renew_limit_window_secs = 13
 trusted_proxies = "10.0.0.0/8, 192.168.1.7"
 token_history_days = 30
 audit_retention_days = 90
+prune_interval_secs = 60
 "#,
         )
         .expect("write");
@@ -479,7 +491,8 @@ audit_retention_days = 90
             c.retention,
             Retention {
                 token_history_days: Some(30),
-                audit_days: Some(90)
+                audit_days: Some(90),
+                every: std::time::Duration::from_secs(60),
             }
         );
         assert_eq!(format!("{:?}", c.admin_password), "Some([redacted])");

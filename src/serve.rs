@@ -192,7 +192,7 @@ impl Server {
 }
 
 /// Runs the push job every `push_interval_secs` (none when 0), and the
-/// prune job every hour when something is to be pruned.
+/// prune job every `prune_interval_secs` when something is to be pruned.
 async fn start_push_job(
     state: &AppState,
 ) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
@@ -208,7 +208,7 @@ async fn start_push_job(
         let job_state = state.clone();
         scheduler
             .add(Job::new_repeated_async(
-                crate::licensing::retention::EVERY,
+                retention.every,
                 move |_id, _lock| {
                     let state = job_state.clone();
                     Box::pin(async move {

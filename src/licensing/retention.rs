@@ -17,8 +17,6 @@ use crate::db::{PrunePlan, Pruned, StoreError};
 pub const BATCH: i64 = 1000;
 /// Rest between batches.
 pub const PAUSE: Duration = Duration::from_millis(20);
-/// How often the scheduler prunes.
-pub const EVERY: Duration = Duration::from_secs(3600);
 
 /// One prune as configured: `None` when another run or replica is pruning.
 pub async fn run_once(ctx: &Licensing) -> Result<Option<Pruned>, StoreError> {
