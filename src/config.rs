@@ -116,6 +116,15 @@ pub struct ServeArgs {
     /// How often each replica re-reads the key set and runs the key schedule, in seconds [default: 5].
     #[arg(long, env = "CHARTER_KEY_POLL_SECS")]
     pub key_poll_secs: Option<u64>,
+    /// Days of token history kept: older tokens are pruned unless an instance still holds them (its current or pending token); 0 keeps all [default: 400].
+    #[arg(long, env = "CHARTER_TOKEN_HISTORY_DAYS")]
+    pub token_history_days: Option<i64>,
+    /// Days of audit events kept; older ones are pruned [default: keep forever].
+    #[arg(long, env = "CHARTER_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<i64>,
+    /// How often the prune job runs, in seconds [default: 3600].
+    #[arg(long, env = "CHARTER_PRUNE_INTERVAL_SECS")]
+    pub prune_interval_secs: Option<u64>,
     /// Do not apply migrations at start (when `charter migrate` runs them).
     #[arg(long, env = "CHARTER_NO_MIGRATE")]
     #[serde(default)]
@@ -154,6 +163,8 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub keys: KeyPolicy,
+    /// What is pruned, and when.
+    pub retention: Retention,
 }
 
 /// The signing keys' settings.
@@ -209,6 +220,15 @@ impl KeyPolicy {
     }
 }
 
+/// Retention of token history and audit events (`None`: kept forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub token_history_days: Option<i64>,
+    pub audit_days: Option<i64>,
+    /// How often the prune job runs.
+    pub every: std::time::Duration,
+}
+
 impl ServeArgs {
     /// Fills what flags and environment left unset from the TOML file.
     fn merge_file(mut self) -> anyhow::Result<Self> {
@@ -251,7 +271,10 @@ impl ServeArgs {
             key_alg,
             key_prepublish_hours,
             key_rotation_days,
-            key_poll_secs
+            key_poll_secs,
+            token_history_days,
+            audit_retention_days,
+            prune_interval_secs
         );
         self.no_migrate |= file.no_migrate;
         self.push_refuse_private |= file.push_refuse_private;
@@ -352,6 +375,26 @@ impl Config {
             );
         }
         let trusted_proxies = parse_proxies(a.trusted_proxies.as_deref().unwrap_or(""))?;
+        let token_history_days = a.token_history_days.unwrap_or(400);
+        if !(0..=36_500).contains(&token_history_days) {
+            bail!(
+                "token_history_days must be between 0 (keep all) and 36500, not {token_history_days}"
+            );
+        }
+        if let Some(days) = a.audit_retention_days
+            && !(1..=36_500).contains(&days)
+        {
+            bail!("audit_retention_days must be between 1 and 36500, not {days}");
+        }
+        let every = a.prune_interval_secs.unwrap_or(3600);
+        if !(1..=86_400 * 7).contains(&every) {
+            bail!("prune_interval_secs must be between 1 and 604800, not {every}");
+        }
+        let retention = Retention {
+            token_history_days: (token_history_days > 0).then_some(token_history_days),
+            audit_days: a.audit_retention_days,
+            every: std::time::Duration::from_secs(every),
+        };
         Ok(Config {
             listen,
             public_url,
@@ -374,6 +417,7 @@ impl Config {
             renew_limits,
             trusted_proxies,
             keys,
+            retention,
         })
     }
 }
@@ -468,6 +512,9 @@ renew_limit_per_license = 11
 renew_limit_per_address = 12
 renew_limit_window_secs = 13
 trusted_proxies = "10.0.0.0/8, 192.168.1.7"
+token_history_days = 30
+audit_retention_days = 90
+prune_interval_secs = 60
 "#,
         )
         .expect("write");
@@ -516,6 +563,14 @@ trusted_proxies = "10.0.0.0/8, 192.168.1.7"
                 "10.0.0.0/8".parse::<ipnet::IpNet>().expect("net"),
                 "192.168.1.7/32".parse().expect("net")
             ]
+        );
+        assert_eq!(
+            c.retention,
+            Retention {
+                token_history_days: Some(30),
+                audit_days: Some(90),
+                every: std::time::Duration::from_secs(60),
+            }
         );
         assert_eq!(format!("{:?}", c.admin_password), "Some([redacted])");
 

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use common::{Backend, TestApp};
 use serde_json::json;
 
-both_stores!(metrics_after_a_lifecycle);
+both_stores!(
+    metrics_after_a_lifecycle,
+    metrics_stay_small_with_ten_thousand_licenses
+);
 
 async fn metrics_after_a_lifecycle(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -47,9 +50,20 @@ async fn metrics_after_a_lifecycle(backend: Backend) {
     ] {
         assert!(has(line), "missing `{line}` in:\n{text}");
     }
-    // The suspended license is not active: no expiry gauge for it. An active one has one.
-    assert!(!text.contains(&format!("lid=\"{lid}\"")), "{text}");
-    let other = app.license(json!({})).await;
+    // Licenses by state and by expiry window, never one series per license.
+    for line in [
+        r#"charter_licenses{state="suspended"} 1"#,
+        r#"charter_licenses{state="active"} 0"#,
+        r#"charter_licenses_expiring{window="later"} 0"#,
+    ] {
+        assert!(has(line), "missing `{line}` in:\n{text}");
+    }
+    assert!(!text.contains("lid="), "{text}");
+    app.license(json!({})).await;
+    let in_60_days = charter::domain::rfc3339::format(charter_token::now() + 60 * 86_400);
+    app.license(json!({"expires_at": in_60_days})).await;
+    let soon = charter::domain::rfc3339::format(charter_token::now() + 3 * 86_400);
+    app.license(json!({"expires_at": soon})).await;
     let text = app
         .http
         .get(app.url("/metrics"))
@@ -59,17 +73,20 @@ async fn metrics_after_a_lifecycle(backend: Backend) {
         .text()
         .await
         .expect("text");
-    let prefix = format!(
-        "charter_license_expiry_seconds{{lid=\"{}\"}} ",
-        other["lid"].as_str().expect("lid")
-    );
-    let secs: i64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no expiry gauge in:\n{text}"))
-        .parse()
-        .expect("a number");
-    assert!(secs > 365 * 86_400, "expires in 2099: {secs}");
+    let has = |line: &str| text.lines().any(|l| l == line);
+    for line in [
+        r#"charter_licenses{state="active"} 3"#,
+        r#"charter_licenses{state="expired"} 0"#,
+        r#"charter_licenses{state="suspended"} 1"#,
+        r#"charter_licenses{state="revoked"} 0"#,
+        r#"charter_licenses_expiring{window="expired"} 0"#,
+        r#"charter_licenses_expiring{window="7d"} 1"#,
+        r#"charter_licenses_expiring{window="30d"} 0"#,
+        r#"charter_licenses_expiring{window="90d"} 1"#,
+        r#"charter_licenses_expiring{window="later"} 1"#,
+    ] {
+        assert!(has(line), "missing `{line}` in:\n{text}");
+    }
     assert!(
         text.lines()
             .any(|l| l.starts_with("charter_db_pool_connections{state=\"size\"}")),
@@ -320,4 +337,83 @@ async fn sigterm_under_load_loses_no_request() {
         logs.iter().any(|l| l["fields"]["message"] == "stopped"),
         "logged a clean stop"
     );
+}
+
+/// Fills the store with `n` active licenses of one account, through its schema.
+async fn fill_licenses(app: &TestApp, backend: Backend, n: i64) {
+    let account = app.license(json!({})).await["account_id"]
+        .as_str()
+        .expect("account")
+        .to_string();
+    let now = charter_token::now();
+    // Expiring over the next 400 days: every window has some.
+    let head = "INSERT INTO licenses (lid, account_id, status, starts_at, expires_at, max_instances, \
+                terms, created_at, updated_at)";
+    let select = format!(
+        "SELECT 'fill-' || g, '{account}', 'active', {now} - 86400, {now} + (g % 400) * 86400 + 3600, \
+         1, '{{}}', {now}, {now} FROM"
+    );
+    match backend {
+        Backend::Sqlite => {
+            let path = app
+                .data
+                .database_url
+                .strip_prefix("sqlite://")
+                .expect("sqlite")
+                .to_string();
+            let sql = format!(
+                "{head} WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {n}) \
+                 {select} s"
+            );
+            tokio::task::spawn_blocking(move || {
+                let c = rusqlite::Connection::open(path).expect("open");
+                c.busy_timeout(Duration::from_secs(10)).expect("timeout");
+                c.execute_batch(&sql).expect("fill");
+            })
+            .await
+            .expect("join");
+        }
+        Backend::Postgres => {
+            let (client, conn) =
+                tokio_postgres::connect(&app.data.database_url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("{head} {select} generate_series(1, {n}) g"))
+                .await
+                .expect("fill");
+        }
+    }
+}
+
+/// `/metrics` holds a fixed set of series: 10,000 licenses make it no
+/// bigger (it was 871 KB with one series per license), and the counts add up.
+async fn metrics_stay_small_with_ten_thousand_licenses(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    fill_licenses(&app, backend, 10_000).await;
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.len() < 16 * 1024, "{} bytes:\n{text}", text.len());
+    assert!(!text.contains("fill-"), "no license ids in the metrics");
+    let value = |series: &str| -> i64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(value(r#"charter_licenses{state="active"}"#), 10_001);
+    let windows: i64 = ["expired", "7d", "30d", "90d", "later"]
+        .iter()
+        .map(|w| value(&format!("charter_licenses_expiring{{window=\"{w}\"}}")))
+        .sum();
+    assert_eq!(windows, 10_001, "every active license in one window");
+    // Expiring on days 0..399 (+1 h): 7 in the first week, 23 more by day 30.
+    assert_eq!(value(r#"charter_licenses_expiring{window="7d"}"#), 7 * 25);
 }

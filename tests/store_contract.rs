@@ -41,10 +41,16 @@ both_stores!(
 );
 
 /// Every row of a listing in these tests.
-const ALL: Page = Page {
+const ALL: &Page = &Page {
     page: 1,
     per_page: 1000,
+    after: None,
 };
+
+/// The items and the count of a listing.
+fn parts<T>(l: charter::domain::Listing<T>) -> (Vec<T>, i64) {
+    (l.items, l.counted)
+}
 
 // Opening a store.
 
@@ -296,7 +302,7 @@ async fn get_instance(store: &Arc<dyn Store>, lid: &str, id: &str) -> Instance {
 
 /// The events `f` selects, newest first.
 async fn audit(store: &Arc<dyn Store>, f: AuditFilter) -> Vec<AuditEvent> {
-    let (events, total) = store.list_audit(&f, ALL).await.expect("list the audit");
+    let (events, total) = parts(store.list_audit(&f, ALL).await.expect("list the audit"));
     assert_eq!(
         usize::try_from(total).ok(),
         Some(events.len()),
@@ -527,7 +533,7 @@ async fn products_and_accounts_conflict_update_by_version_and_audit_each_change(
         .await
         .expect_err("updating an account that does not exist");
     assert_not_found(&err, "account A9 not found");
-    let (accounts, total) = store.list_accounts(ALL).await.expect("list accounts");
+    let (accounts, total) = parts(store.list_accounts(ALL).await.expect("list accounts"));
     assert_eq!(total, 2);
     assert_eq!(
         accounts[0], updated,
@@ -864,13 +870,16 @@ async fn license_state_filters_find_each_state(backend: Backend) {
         account_id: None,
         product: Some("grafana".into()),
         state: Some(state),
+        expires_before: None,
         now,
     };
     for (state, l) in &cases {
-        let (found, total) = store
-            .list_licenses(&grafana(*state), ALL)
-            .await
-            .expect("list licenses");
+        let (found, total) = parts(
+            store
+                .list_licenses(&grafana(*state), ALL)
+                .await
+                .expect("list licenses"),
+        );
         let lids: Vec<&str> = found.iter().map(|l| l.lid.as_str()).collect();
         assert_eq!(
             lids,
@@ -884,7 +893,7 @@ async fn license_state_filters_find_each_state(backend: Backend) {
     let active = |f: LicenseFilter| {
         let store = store.clone();
         async move {
-            let (found, total) = store.list_licenses(&f, ALL).await.expect("list licenses");
+            let (found, total) = parts(store.list_licenses(&f, ALL).await.expect("list licenses"));
             assert_eq!(usize::try_from(total).ok(), Some(found.len()));
             found.into_iter().map(|l| l.lid).collect::<Vec<_>>()
         }
@@ -1017,7 +1026,12 @@ async fn instances_bind_with_credentials_within_the_limit(backend: Backend) {
     assert!(store.get_instance("L1", "I3").await.expect("get").is_none());
     assert!(store.get_token("J3").await.expect("get token").is_none());
     assert_eq!(
-        store.list_instances("L1").await.expect("list").len(),
+        store
+            .list_instances("L1", ALL)
+            .await
+            .expect("list")
+            .items
+            .len(),
         2,
         "two instances bound"
     );
@@ -1140,7 +1154,7 @@ async fn renewals_record_usage_and_a_retry_gets_the_first_token(backend: Backend
     assert_eq!(q.next_renewal_at, Some(renew.next_renewal_at));
     assert_eq!(q.push_next_at, None, "with push off, no push is scheduled");
 
-    let (tokens, total) = store.list_tokens("L1", ALL).await.expect("list tokens");
+    let (tokens, total) = parts(store.list_tokens("L1", ALL).await.expect("list tokens"));
     assert_eq!(total, 5, "J1, Q1, J2, J4, Q2; not the retry");
     assert_eq!(tokens[0].jti, "J4", "newest first");
 }

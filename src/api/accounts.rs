@@ -28,8 +28,8 @@ async fn list_accounts(
 ) -> ApiResult<Json<Paged<Account>>> {
     p.require(Action::LicensingRead)?;
     let page = q.page()?;
-    let (items, total) = accounts::list(&state, page).await?;
-    Ok(Json(Paged::new(items, total, page)))
+    let listing = accounts::list(&state, &page).await?;
+    Ok(Json(Paged::new(listing, &page)))
 }
 
 /// Creates an account.

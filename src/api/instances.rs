@@ -6,11 +6,14 @@ use axum::response::Response;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{Action, Principal};
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, Query};
 use super::precondition::{IfMatch, tagged};
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, PageParams};
 use crate::domain::Instance;
 use crate::licensing::instances::{self, InstancePatch, NewInstance};
+use axum::http::HeaderValue;
+use axum::http::header::LINK;
+use axum::response::IntoResponse;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -19,17 +22,43 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(push_instance))
 }
 
-/// Lists the instances bound to a license.
+/// Lists the instances bound to a license, oldest first, at most
+/// `per_page` (default and most 1000). The body stays a plain array; when
+/// more follow, the `Link` header names the next page
+/// (`<...?per_page=N&after=CURSOR>; rel="next"`, RFC 8288).
 #[utoipa::path(get, path = "/api/licenses/{lid}/instances", tag = "instances", security(("basic" = []), ("service_account" = [])),
-    params(("lid" = String, Path)),
-    responses((status = 200, body = Vec<Instance>), (status = 404, body = charter_token::ErrorBody)))]
+    params(("lid" = String, Path), PageParams),
+    responses((status = 200, body = Vec<Instance>,
+               headers(("Link" = String, description = "`<URL>; rel=\"next\"` when more instances follow"))),
+              (status = 404, body = charter_token::ErrorBody)))]
 async fn list_instances(
     p: Principal,
     State(state): State<AppState>,
     Path(lid): Path<String>,
-) -> ApiResult<Json<Vec<Instance>>> {
+    Query(q): Query<PageParams>,
+) -> ApiResult<Response> {
     p.require(Action::LicensingRead)?;
-    Ok(Json(instances::list(&state, &lid).await?))
+    let page = q.page_of(1000)?;
+    let listing = instances::list(&state, &lid, &page).await?;
+    let next = listing.next().map(|c| {
+        format!(
+            "</api/licenses/{}/instances?per_page={}&after={}>; rel=\"next\"",
+            url_segment(&lid),
+            page.per_page,
+            c.encode()
+        )
+    });
+    let mut res = Json(listing.items).into_response();
+    if let Some(link) = next.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        res.headers_mut().insert(LINK, link);
+    }
+    Ok(res)
+}
+
+/// A path segment as a URL carries it (a license id is a UUID, but the
+/// path names whatever the client sent).
+fn url_segment(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// Binds an instance to a license, with its push credentials (409 when

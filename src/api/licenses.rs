@@ -30,13 +30,23 @@ pub struct LicenseQuery {
     /// `active`, `suspended`, `revoked`, `expired` or `not_started`.
     #[param(pattern = "^(active|suspended|revoked|expired|not_started)$")]
     pub state: Option<String>,
+    /// RFC 3339: only licenses that expire before then (with
+    /// `state=active`, the ones behind `charter_licenses_expiring`).
+    pub expires_before: Option<String>,
+    /// 1-based page number; slower than `after` on deep pages (it walks
+    /// every license before the page). Not with `after`.
     #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<i64>,
     #[param(minimum = 1, maximum = 1000)]
     pub per_page: Option<i64>,
+    /// The `next` cursor of the page before: the licenses after it.
+    #[param(max_length = 1024)]
+    pub after: Option<String>,
 }
 
-/// Lists licenses, filtered and a page at a time.
+/// Lists licenses, filtered and a page at a time (oldest first). Follow
+/// `next` with `after` for the next page; `page` also works, slower on
+/// deep pages.
 #[utoipa::path(get, path = "/api/licenses", tag = "licenses", security(("basic" = []), ("service_account" = [])), params(LicenseQuery),
     responses((status = 200, body = Paged<License>), (status = 400, body = charter_token::ErrorBody)))]
 async fn list_licenses(
@@ -48,6 +58,7 @@ async fn list_licenses(
     let page = PageParams {
         page: q.page,
         per_page: q.per_page,
+        after: q.after,
     }
     .page()?;
     let wanted = q
@@ -62,8 +73,16 @@ async fn list_licenses(
             })
         })
         .transpose()?;
-    let (items, total) = licenses::list(&state, q.account_id, q.product, wanted, page).await?;
-    Ok(Json(Paged::new(items, total, page)))
+    let listing = licenses::list(
+        &state,
+        q.account_id,
+        q.product,
+        wanted,
+        q.expires_before.as_deref(),
+        &page,
+    )
+    .await?;
+    Ok(Json(Paged::new(listing, &page)))
 }
 
 /// Creates a license.

@@ -295,29 +295,56 @@ async fn security_headers(
     res
 }
 
-/// `?page=1&per_page=50` (1-based; at most 1000 a page).
-#[derive(Debug, Clone, Copy, Deserialize, utoipa::IntoParams)]
+/// `?per_page=50&after=<cursor>`: a page of a list, after the cursor the
+/// page before gave as `next` (at the same cost however deep), or
+/// `?page=N` (1-based; slower: the database walks every item before the
+/// page). At most 1000 a page.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
+    /// 1-based page number; slower than `after` on deep pages (it walks
+    /// every item before the page). Not with `after`.
     #[serde(default)]
     #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<i64>,
     #[serde(default)]
     #[param(minimum = 1, maximum = 1000)]
     pub per_page: Option<i64>,
+    /// The `next` cursor of the page before: the items after it.
+    #[serde(default)]
+    #[param(max_length = 1024)]
+    pub after: Option<String>,
 }
 
 impl PageParams {
     pub fn page(self) -> ApiResult<crate::domain::Page> {
+        self.page_of(50)
+    }
+
+    /// [`PageParams::page`] with another default page size.
+    pub fn page_of(self, default_per_page: i64) -> ApiResult<crate::domain::Page> {
         let page = self.page.unwrap_or(1);
-        let per_page = self.per_page.unwrap_or(50);
+        let per_page = self.per_page.unwrap_or(default_per_page);
         if !(1..=1_000_000).contains(&page) {
             return Err(ApiError::field("page", "must be between 1 and 1000000"));
         }
         if !(1..=1000).contains(&per_page) {
             return Err(ApiError::field("per_page", "must be between 1 and 1000"));
         }
-        Ok(crate::domain::Page { page, per_page })
+        let after = match self.after {
+            None => None,
+            Some(_) if self.page.is_some() => {
+                return Err(ApiError::field("after", "cannot be used with page"));
+            }
+            Some(text) => Some(crate::domain::Cursor::decode(&text).ok_or_else(|| {
+                ApiError::field("after", "is not a cursor this list gave out (its `next`)")
+            })?),
+        };
+        Ok(crate::domain::Page {
+            page,
+            per_page,
+            after,
+        })
     }
 }
 
@@ -325,18 +352,29 @@ impl PageParams {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Paged<T> {
     pub items: Vec<T>,
+    /// How many items match, counted up to 1000 and no further (a page
+    /// costs the same however many match): exact when `total_exact`, else
+    /// a lower bound (1000).
     pub total: i64,
+    /// Whether `total` is the exact count.
+    pub total_exact: bool,
     pub page: i64,
     pub per_page: i64,
+    /// The cursor of the next page (pass it as `after`); null on the last.
+    pub next: Option<String>,
 }
 
-impl<T> Paged<T> {
-    pub fn new(items: Vec<T>, total: i64, page: crate::domain::Page) -> Self {
+impl<T: crate::domain::Keyed> Paged<T> {
+    pub fn new(listing: crate::domain::Listing<T>, page: &crate::domain::Page) -> Self {
+        let next = listing.next().map(|c| c.encode());
+        let (total, total_exact) = listing.total();
         Paged {
-            items,
+            items: listing.items,
             total,
+            total_exact,
             page: page.page,
             per_page: page.per_page,
+            next,
         }
     }
 }

@@ -11,9 +11,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{self, Action, Principal};
 use super::extract::{Json, Path, Query};
-use super::{ApiError, ApiResult, AppState, check_text};
+use super::{ApiError, ApiResult, AppState, PageParams, check_text};
 use crate::db::{NewSaToken, NewServiceAccount as NewSa};
-use crate::domain::{Page, Role, SaToken, ServiceAccount, rfc3339};
+use crate::domain::{Role, SaToken, ServiceAccount, rfc3339};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -100,16 +100,24 @@ pub struct SearchQuery {
     pub page: Option<i64>,
     /// Default 1000.
     pub perpage: Option<i64>,
+    /// The `next` cursor of the page before: the accounts after it (by
+    /// name). Not with `page`.
+    #[param(max_length = 1024)]
+    pub after: Option<String>,
 }
 
 /// `GET /api/serviceaccounts/search`, as Grafana answers it.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchResult {
+    /// The accounts that match, counted up to 1000.
     pub total_count: i64,
     pub service_accounts: Vec<ServiceAccountDto>,
     pub page: i64,
     pub per_page: i64,
+    /// The cursor of the next page (pass it as `after`); null on the last.
+    /// Not in Grafana's answer, which has no cursor.
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -252,27 +260,27 @@ async fn search_service_accounts(
     Query(q): Query<SearchQuery>,
 ) -> ApiResult<Json<SearchResult>> {
     p.require(Action::ServiceAccountsRead)?;
-    let page = q.page.unwrap_or(1);
-    let per_page = q.perpage.unwrap_or(1000);
-    if !(1..=1_000_000).contains(&page) {
-        return Err(ApiError::field("page", "must be between 1 and 1000000"));
-    }
-    if !(1..=1000).contains(&per_page) {
+    if !q.perpage.is_none_or(|n| (1..=1000).contains(&n)) {
         return Err(ApiError::field("perpage", "must be between 1 and 1000"));
     }
+    let page = PageParams {
+        page: q.page,
+        per_page: q.perpage,
+        after: q.after,
+    }
+    .page_of(1000)?;
     let query = q.query.unwrap_or_default();
     if query.len() > 190 {
         return Err(ApiError::field("query", "at most 190 characters"));
     }
-    let (items, total) = state
-        .store
-        .search_service_accounts(&query, Page { page, per_page })
-        .await?;
+    let listing = state.store.search_service_accounts(&query, &page).await?;
+    let next = listing.next().map(|c| c.encode());
     Ok(Json(SearchResult {
-        total_count: total,
-        service_accounts: items.into_iter().map(Into::into).collect(),
-        page,
-        per_page,
+        total_count: listing.total().0,
+        service_accounts: listing.items.into_iter().map(Into::into).collect(),
+        page: page.page,
+        per_page: page.per_page,
+        next,
     }))
 }
 

@@ -46,7 +46,9 @@ async fn issue_token(
     Ok((StatusCode::CREATED, Json(TokenResponse { token, claims })))
 }
 
-/// The tokens issued for a license, newest first. Each token's text (a
+/// The tokens issued for a license, newest first (follow `next` with
+/// `after`; `page` also works, slower on deep pages). Older than
+/// `--token-history-days`, only each instance's current token is kept. Each token's text (a
 /// credential: it renews) only with `licensing:tokens`, and each such read
 /// is audited (`token.read`); others get the history without it.
 #[utoipa::path(get, path = "/api/licenses/{lid}/tokens", tag = "tokens", security(("basic" = []), ("service_account" = [])),
@@ -61,7 +63,8 @@ async fn list_tokens(
     p.require(Action::LicensingRead)?;
     let page = q.page()?;
     licenses::get(&state, &lid).await?;
-    let (mut items, total) = state.store.list_tokens(&lid, page).await?;
+    let mut listing = state.store.list_tokens(&lid, &page).await?;
+    let items = &mut listing.items;
     // The text only when the read is audited: a caller without
     // `licensing:tokens`, or a read that cannot be recorded (a full disk),
     // gets the history without it.
@@ -79,11 +82,11 @@ async fn list_tokens(
         }
     }
     if !audited {
-        for t in &mut items {
+        for t in items.iter_mut() {
             t.token.clear();
         }
     }
-    Ok(Json(Paged::new(items, total, page)))
+    Ok(Json(Paged::new(listing, &page)))
 }
 
 /// Names the token issued on the request's span: its access line then says

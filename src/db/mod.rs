@@ -9,10 +9,12 @@ use charter_token::Usage;
 
 use crate::domain::{
     Account, AuditEvent, AuditFilter, Dialect, Instance, License, LicenseFilter, LicenseStatus,
-    Page, Product, Role, SaToken, ServiceAccount, TokenRecord,
+    Listing, Page, Product, Role, SaToken, ServiceAccount, TokenRecord,
 };
 
 mod keys;
+#[doc(hidden)]
+pub mod lists;
 mod postgres;
 pub(crate) mod rows;
 pub(crate) mod sql;
@@ -166,6 +168,60 @@ pub struct IssuanceContext {
     pub account: Option<Account>,
 }
 
+/// What [`Store::prune`] deletes.
+#[derive(Debug, Clone)]
+pub struct PrunePlan {
+    /// Tokens issued before this time that no instance holds (as its
+    /// current token or its pending push).
+    pub tokens_before: Option<i64>,
+    /// Audit events before this time.
+    pub audit_before: Option<i64>,
+    pub batch: i64,
+    pub pause: std::time::Duration,
+}
+
+/// What [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub tokens: u64,
+    pub audit: u64,
+}
+
+/// The PostgreSQL advisory lock a prune run holds (one replica at a time).
+pub const PRUNE_LOCK: i64 = 0x0063_6872_7072_756e; // "chrprun"
+
+/// See [`Store::license_counts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseCounts {
+    /// By state (`active`, `expired`, `not_started`, `suspended`, `revoked`).
+    pub by_state: Vec<(String, i64)>,
+    /// Licenses whose status is active, by expiry window: `expired`, `7d`,
+    /// `30d`, `90d` (expiring within that many days), `later`.
+    pub by_expiry: Vec<(String, i64)>,
+}
+
+impl LicenseCounts {
+    /// The ends of the expiry windows after `now`: 7, 30 and 90 days.
+    pub fn windows(now: i64) -> [i64; 3] {
+        [now + 7 * 86_400, now + 30 * 86_400, now + 90 * 86_400]
+    }
+
+    /// From rows `(state, window, count)` of [`sql::LICENSE_COUNTS`].
+    pub(crate) fn from_rows(rows: Vec<(String, String, i64)>) -> LicenseCounts {
+        let mut c = LicenseCounts::default();
+        for (state, window, n) in rows {
+            match c.by_state.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, total)) => *total += n,
+                None => c.by_state.push((state, n)),
+            }
+            if !window.is_empty() {
+                c.by_expiry.push((window, n));
+            }
+        }
+        c
+    }
+}
+
 /// Connections of a store's pool.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolStatus {
@@ -201,7 +257,7 @@ pub trait Store: AccessStore + PushStore + KeyStore + Send + Sync + 'static {
     /// Conflict when the slug is taken.
     async fn create_account(&self, a: &Account, audit: &AuditEvent) -> Result<()>;
     async fn get_account(&self, id: &str) -> Result<Option<Account>>;
-    async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)>;
+    async fn list_accounts(&self, page: &Page) -> Result<Listing<Account>>;
     /// Writes `company`, `account` and `slug` if the row is at `version`.
     async fn update_account(
         &self,
@@ -212,7 +268,7 @@ pub trait Store: AccessStore + PushStore + KeyStore + Send + Sync + 'static {
 
     async fn create_license(&self, l: &License, audit: &AuditEvent) -> Result<()>;
     async fn get_license(&self, lid: &str) -> Result<Option<License>>;
-    async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)>;
+    async fn list_licenses(&self, f: &LicenseFilter, page: &Page) -> Result<Listing<License>>;
     /// Writes the terms, dates and `max_instances` of `l` (never `status`)
     /// if the row still has those of `from`, the license they were computed
     /// from ([`StoreError::Stale`] otherwise; a status change in between
@@ -253,7 +309,7 @@ pub trait Store: AccessStore + PushStore + KeyStore + Send + Sync + 'static {
     /// reads, in one call: the license (`None`: it does not exist), the
     /// instance if bound, and the license's account.
     async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>>;
-    async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>>;
+    async fn list_instances(&self, lid: &str, page: &Page) -> Result<Listing<Instance>>;
     /// Writes the push settings if the row is at `version`.
     async fn update_push_settings(
         &self,
@@ -271,15 +327,22 @@ pub trait Store: AccessStore + PushStore + KeyStore + Send + Sync + 'static {
     /// Records a token as [`Issuance`] says, with `audit` (only when a new
     /// token is recorded, not for an idempotent retry).
     async fn record_issuance(&self, issuance: &Issuance, audit: &AuditEvent) -> Result<Recorded>;
-    async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)>;
+    async fn list_tokens(&self, lid: &str, page: &Page) -> Result<Listing<TokenRecord>>;
 
     /// Ids of revoked licenses.
     async fn revoked_licenses(&self) -> Result<Vec<String>>;
 
-    /// Expiry (unix seconds) of every active license, for the metrics.
-    async fn license_expiries(&self) -> Result<Vec<(String, i64)>>;
+    /// How many licenses are in each state at `now`, and how many of the
+    /// active ones (status) expire when, for the metrics.
+    async fn license_counts(&self, now: i64) -> Result<LicenseCounts>;
     /// Connections of the pool, for the metrics.
     fn pool_status(&self) -> PoolStatus;
+
+    /// Prunes what `plan` names, oldest first, in batches of `plan.batch`
+    /// rows (each its own short transaction, `plan.pause` apart, so
+    /// renewals go on between them), holding the store's prune lock:
+    /// `None`, and nothing deleted, when another run or replica holds it.
+    async fn prune(&self, plan: &PrunePlan) -> Result<Option<Pruned>>;
 
     /// A setting kept in the database (e.g. the generated admin password hash).
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
@@ -336,8 +399,8 @@ pub trait AccessStore: Send + Sync {
     async fn search_service_accounts(
         &self,
         query: &str,
-        page: Page,
-    ) -> Result<(Vec<ServiceAccount>, i64)>;
+        page: &Page,
+    ) -> Result<Listing<ServiceAccount>>;
     /// Writes name, login, role and `is_disabled`.
     async fn update_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()>;
     /// Deletes it and its tokens. False when it did not exist.
@@ -369,7 +432,7 @@ pub trait AccessStore: Send + Sync {
     /// An event that is not part of a change (a failed login).
     async fn insert_audit(&self, event: &AuditEvent) -> Result<()>;
     /// Newest first.
-    async fn list_audit(&self, f: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)>;
+    async fn list_audit(&self, f: &AuditFilter, page: &Page) -> Result<Listing<AuditEvent>>;
 }
 
 /// A service account to create.

@@ -14,13 +14,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 
 use super::rows::{self, Taken};
-use super::sql;
 use super::{
     Issuance, IssuanceContext, PoolStatus, PushSettings, Recipient, Recorded, Result, Store,
     StoreError, Transition,
 };
+use super::{lists, sql};
 use crate::domain::{
-    Account, AuditEvent, Instance, License, LicenseFilter, LicenseStatus, Page, Product,
+    Account, AuditEvent, Instance, License, LicenseFilter, LicenseStatus, Listing, Page, Product,
     TokenReason, TokenRecord,
 };
 
@@ -235,12 +235,64 @@ impl PgStore {
             .collect()
     }
 
-    async fn count(&self, sql: &str, args: &[Param<'_>]) -> Result<i64> {
+    /// A page of a list ([`lists`]): the count and the rows pipelined on
+    /// one connection.
+    async fn list<T>(
+        &self,
+        q: &lists::ListQuery,
+        page: &Page,
+        map: fn(&Row) -> Result<T>,
+    ) -> Result<Listing<T>> {
+        fn args(a: &[lists::Arg]) -> Vec<Param<'_>> {
+            a.iter()
+                .map(|a| match a {
+                    lists::Arg::Int(n) => n as Param<'_>,
+                    lists::Arg::Text(s) => s as Param<'_>,
+                })
+                .collect()
+        }
         let c = self.pool.get().await?;
-        Ok(c.query_one(&c.prepare_cached(sql).await?, args)
-            .await?
-            .try_get(0)?)
+        let (count_sql, rows_sql) = (sql::pg(&q.count.sql), sql::pg(&q.rows.sql));
+        let (count_st, rows_st) =
+            tokio::try_join!(c.prepare_cached(&count_sql), c.prepare_cached(&rows_sql))?;
+        let (count_args, rows_args) = (args(&q.count.args), args(&q.rows.args));
+        let (counted, found) = tokio::try_join!(
+            c.query_one(&count_st, &count_args),
+            c.query(&rows_st, &rows_args)
+        )?;
+        let items = found.iter().map(map).collect::<Result<Vec<_>>>()?;
+        Ok(Listing::from_rows(
+            items,
+            page.per_page,
+            counted.try_get(0)?,
+        ))
     }
+}
+
+/// The batches of a prune, each a statement of its own (autocommit), on
+/// the connection that holds the prune lock.
+async fn prune_batches(c: &impl GenericClient, plan: &super::PrunePlan) -> Result<super::Pruned> {
+    let mut pruned = super::Pruned::default();
+    for (sql, before, count) in [
+        (
+            pg!(sql::PRUNE_TOKENS),
+            plan.tokens_before,
+            &mut pruned.tokens,
+        ),
+        (pg!(sql::PRUNE_AUDIT), plan.audit_before, &mut pruned.audit),
+    ] {
+        let Some(before) = before else { continue };
+        let st = c.prepare_cached(sql).await?;
+        loop {
+            let n = c.execute(&st, &[&before, &plan.batch]).await?;
+            *count += n;
+            if n < plan.batch as u64 {
+                break;
+            }
+            tokio::time::sleep(plan.pause).await;
+        }
+    }
+    Ok(pruned)
 }
 
 #[async_trait]
@@ -343,16 +395,9 @@ impl Store for PgStore {
         self.one(pg!(sql::GET_ACCOUNT), &[&id], rows::account).await
     }
 
-    async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)> {
-        let total = self.count(pg!(sql::COUNT_ACCOUNTS), &[]).await?;
-        let rows = self
-            .many(
-                pg!(sql::LIST_ACCOUNTS),
-                &[&page.per_page, &page.offset()],
-                rows::account,
-            )
-            .await?;
-        Ok((rows, total))
+    async fn list_accounts(&self, page: &Page) -> Result<Listing<Account>> {
+        let q = lists::accounts(page, sql::ACCOUNT_COLS);
+        self.list(&q, page, rows::account).await
     }
 
     async fn update_account(
@@ -423,48 +468,9 @@ impl Store for PgStore {
             .await
     }
 
-    async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)> {
-        let (status, expired, started) = sql::state_filter(f.state);
-        const FILTER: &str = "($1::text IS NULL OR account_id = $1) \
-            AND ($2::text IS NULL OR status = $2) \
-            AND ($3::bool IS NULL OR $3 = (expires_at <= $4)) \
-            AND ($6::bool IS NULL OR $6 = (starts_at <= $4)) \
-            AND ($5::text IS NULL OR terms->'products' ? $5)";
-        let args: [Param<'_>; 6] = [
-            &f.account_id,
-            &status,
-            &expired,
-            &f.now,
-            &f.product,
-            &started,
-        ];
-        let total = self
-            .count(
-                pg!(&format!("SELECT count(*) FROM licenses WHERE {FILTER}")),
-                &args,
-            )
-            .await?;
-        let rows = self
-            .many(
-                pg!(&format!(
-                    "SELECT {} FROM licenses WHERE {FILTER} \
-                     ORDER BY created_at, lid LIMIT $7 OFFSET $8",
-                    sql::LICENSE_COLS
-                )),
-                &[
-                    &f.account_id,
-                    &status,
-                    &expired,
-                    &f.now,
-                    &f.product,
-                    &started,
-                    &page.per_page,
-                    &page.offset(),
-                ],
-                rows::license,
-            )
-            .await?;
-        Ok((rows, total))
+    async fn list_licenses(&self, f: &LicenseFilter, page: &Page) -> Result<Listing<License>> {
+        let q = lists::licenses(f, page, sql::LICENSE_COLS, lists::Dialect::Postgres);
+        self.list(&q, page, rows::license).await
     }
 
     async fn update_license_terms(
@@ -669,9 +675,9 @@ impl Store for PgStore {
         }))
     }
 
-    async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {
-        self.many(pg!(sql::LIST_INSTANCES), &[&lid], rows::instance)
-            .await
+    async fn list_instances(&self, lid: &str, page: &Page) -> Result<Listing<Instance>> {
+        let q = lists::instances(lid, page, sql::INSTANCE_COLS);
+        self.list(&q, page, rows::instance).await
     }
 
     async fn update_push_settings(
@@ -886,16 +892,9 @@ impl Store for PgStore {
         Ok(Recorded::New)
     }
 
-    async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)> {
-        let total = self.count(pg!(sql::LIST_TOKENS_COUNT), &[&lid]).await?;
-        let rows = self
-            .many(
-                pg!(sql::LIST_TOKENS),
-                &[&lid, &page.per_page, &page.offset()],
-                rows::token,
-            )
-            .await?;
-        Ok((rows, total))
+    async fn list_tokens(&self, lid: &str, page: &Page) -> Result<Listing<TokenRecord>> {
+        let q = lists::tokens(lid, page, sql::TOKEN_COLS);
+        self.list(&q, page, rows::token).await
     }
 
     async fn revoked_licenses(&self) -> Result<Vec<String>> {
@@ -903,11 +902,13 @@ impl Store for PgStore {
             .await
     }
 
-    async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
-        self.many(pg!(sql::LICENSE_EXPIRIES), &[], |r| {
-            Ok((r.try_get(0)?, r.try_get(1)?))
+    async fn license_counts(&self, now: i64) -> Result<super::LicenseCounts> {
+        let [d7, d30, d90] = super::LicenseCounts::windows(now);
+        self.many(pg!(sql::LICENSE_COUNTS), &[&now, &d7, &d30, &d90], |r| {
+            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
         })
         .await
+        .map(super::LicenseCounts::from_rows)
     }
 
     fn pool_status(&self) -> PoolStatus {
@@ -918,6 +919,26 @@ impl Store for PgStore {
             available: n(s.available),
             waiting: n(s.waiting),
         }
+    }
+
+    async fn prune(&self, plan: &super::PrunePlan) -> Result<Option<super::Pruned>> {
+        let c = self.pool.get().await?;
+        let lock = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&super::PRUNE_LOCK])
+            .await?;
+        if !lock.try_get::<_, bool>(0)? {
+            return Ok(None);
+        }
+        let result = prune_batches(&c, plan).await;
+        let unlocked = c
+            .execute("SELECT pg_advisory_unlock($1)", &[&super::PRUNE_LOCK])
+            .await;
+        if unlocked.is_err() {
+            // Never back in the pool with the lock perhaps still held:
+            // closing the connection releases it.
+            drop(deadpool_postgres::Object::take(c));
+        }
+        result.map(Some)
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {

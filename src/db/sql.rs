@@ -61,6 +61,7 @@ pub(crate) const LICENSE_COLS: &str = license_cols!();
 /// An instance as [`super::rows::instance`] reads it (whether credentials
 /// are stored, never them).
 pub(crate) const INSTANCE_COLS: &str = instance_cols!();
+pub(crate) const TOKEN_COLS: &str = token_cols!();
 /// A service account (alias `s`), with its number of tokens.
 pub(crate) const SA_COLS: &str = "s.id, s.name, s.login, s.role, s.is_disabled, \
     (SELECT count(*) FROM service_account_tokens t WHERE t.service_account_id = s.id), \
@@ -90,13 +91,6 @@ pub(crate) const INSERT_ACCOUNT: &str = "INSERT INTO accounts (id, company, acco
      VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)";
 pub(crate) const GET_ACCOUNT: &str =
     concat!("SELECT ", account_cols!(), " FROM accounts WHERE id = ?1");
-pub(crate) const COUNT_ACCOUNTS: &str = "SELECT count(*) FROM accounts";
-/// ?1 per page, ?2 offset.
-pub(crate) const LIST_ACCOUNTS: &str = concat!(
-    "SELECT ",
-    account_cols!(),
-    " FROM accounts ORDER BY created_at, id LIMIT ?1 OFFSET ?2"
-);
 /// ?6 the version.
 pub(crate) const UPDATE_ACCOUNT: &str = concat!(
     "UPDATE accounts SET company = ?2, account = ?3, slug = ?4, updated_at = ?5, version = version + 1 \
@@ -137,8 +131,18 @@ pub(crate) const QUEUE_REMOVALS: &str = "UPDATE instances SET removal_pending = 
      WHERE lid = ?1 AND push_enabled";
 pub(crate) const REVOKED_LICENSES: &str =
     "SELECT lid FROM licenses WHERE status = 'revoked' ORDER BY lid";
-pub(crate) const LICENSE_EXPIRIES: &str =
-    "SELECT lid, expires_at FROM licenses WHERE status = 'active'";
+/// Licenses by state at ?1 (as `domain::license_state` computes it) and,
+/// for the active ones, by how soon they expire: `expired`, within 7, 30
+/// or 90 days (?2, ?3, ?4 the ends of those windows), or `later`. One
+/// aggregate over the licenses, for the metrics: a fixed number of series
+/// however many licenses there are.
+pub(crate) const LICENSE_COUNTS: &str = "SELECT \
+     CASE WHEN status <> 'active' THEN status WHEN expires_at <= ?1 THEN 'expired' \
+          WHEN starts_at > ?1 THEN 'not_started' ELSE 'active' END, \
+     CASE WHEN status <> 'active' THEN '' WHEN expires_at <= ?1 THEN 'expired' \
+          WHEN expires_at <= ?2 THEN '7d' WHEN expires_at <= ?3 THEN '30d' \
+          WHEN expires_at <= ?4 THEN '90d' ELSE 'later' END, \
+     count(*) FROM licenses GROUP BY 1, 2";
 
 // Instances.
 pub(crate) const COUNT_BOUND: &str = "SELECT count(*) FROM instances WHERE lid = ?1";
@@ -159,11 +163,6 @@ pub(crate) const FIND_INSTANCE: &str = concat!(
     "SELECT ",
     instance_cols!(),
     " FROM instances WHERE lid = ?1 AND url = ?2"
-);
-pub(crate) const LIST_INSTANCES: &str = concat!(
-    "SELECT ",
-    instance_cols!(),
-    " FROM instances WHERE lid = ?1 ORDER BY created_at, id"
 );
 /// ?1 lid, ?2 id, ?3 dialect, ?4 push enabled, ?5 next push, ?6 attempts,
 /// ?7 whether credentials change, ?8 the new sealed credentials, ?9 time,
@@ -204,13 +203,6 @@ pub(crate) const RECORD_TOKEN: &str = "UPDATE instances SET last_jti = ?3, last_
 /// records the outcome). ?1 lid, ?2 id, ?3 jti, ?4 iat, ?5 next renewal.
 pub(crate) const RECORD_PUSH_TOKEN: &str = "UPDATE instances SET last_jti = ?3, last_issued_at = ?4, next_renewal_at = ?5, \
      push_pending_jti = ?3, updated_at = ?4, version = version + 1 WHERE lid = ?1 AND id = ?2";
-pub(crate) const LIST_TOKENS_COUNT: &str = "SELECT count(*) FROM tokens WHERE lid = ?1";
-/// ?1 lid, ?2 per page, ?3 offset.
-pub(crate) const LIST_TOKENS: &str = concat!(
-    "SELECT ",
-    token_cols!(),
-    " FROM tokens WHERE lid = ?1 ORDER BY iat DESC, jti DESC LIMIT ?2 OFFSET ?3"
-);
 pub(crate) const GET_TOKEN: &str = concat!("SELECT ", token_cols!(), " FROM tokens WHERE jti = ?1");
 
 // Push.
@@ -232,6 +224,19 @@ pub(crate) const FINISH_PUSH: &str = "UPDATE instances SET push_next_at = ?3, pu
 // ?6 target id, ?7 ip, ?8 detail (JSON).
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_events (at, actor_kind, actor, action, target_type, target_id, ip, detail) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+// Retention: a batch of the oldest rows at a time (each its own short
+// transaction), by `tokens_iat` and `audit_events_at`.
+/// Tokens issued before ?1 that no instance holds as its current or
+/// pending token; ?2 at most.
+pub(crate) const PRUNE_TOKENS: &str = "DELETE FROM tokens WHERE jti IN (SELECT jti FROM tokens \
+     WHERE iat < ?1 \
+     AND jti NOT IN (SELECT last_jti FROM instances WHERE last_jti IS NOT NULL) \
+     AND jti NOT IN (SELECT push_pending_jti FROM instances WHERE push_pending_jti IS NOT NULL) \
+     ORDER BY iat LIMIT ?2)";
+/// Audit events before ?1; ?2 at most.
+pub(crate) const PRUNE_AUDIT: &str = "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events \
+     WHERE at < ?1 ORDER BY at, id LIMIT ?2)";
 
 // Settings.
 pub(crate) const GET_SETTING: &str = "SELECT value FROM settings WHERE key = ?1";

@@ -19,16 +19,17 @@ use rusqlite::{Connection, Params, Row, TransactionBehavior, params};
 use super::rows::{self, Cells, Taken};
 use super::{
     Issuance, IssuanceContext, PoolStatus, PushSettings, Recipient, Recorded, Result, Store,
-    StoreError, Transition, sql,
+    StoreError, Transition, lists, sql,
 };
 use crate::domain::{
-    Account, AuditEvent, Instance, License, LicenseFilter, LicenseStatus, Page, Product,
+    Account, AuditEvent, Instance, License, LicenseFilter, LicenseStatus, Listing, Page, Product,
     TokenReason, TokenRecord,
 };
 
 mod access;
 mod keys;
 mod push;
+mod readers;
 
 mod embedded {
     refinery::embed_migrations!("sql/sqlite");
@@ -57,6 +58,10 @@ pub struct SqliteStore {
     jobs: std::sync::mpsc::Sender<Job>,
     /// Calls sent and not yet finished.
     pending: Arc<AtomicUsize>,
+    /// Read-only connections for the reads that feed no write.
+    readers: readers::Readers,
+    /// Set while a prune runs (one at a time).
+    pruning: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `execute` and `query_row` through the connection's statement cache, so
@@ -114,6 +119,37 @@ fn all<T, P: Params>(
         out.push(map(r)?);
     }
     Ok(out)
+}
+
+impl rusqlite::ToSql for lists::Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            lists::Arg::Int(n) => n.to_sql(),
+            lists::Arg::Text(s) => s.to_sql(),
+        }
+    }
+}
+
+/// A page of a list ([`lists`]): its rows, whether more follow, and the
+/// capped count.
+fn list<T>(
+    c: &Connection,
+    q: &lists::ListQuery,
+    page: &Page,
+    map: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<Listing<T>> {
+    let counted = c.row(
+        &q.count.sql,
+        rusqlite::params_from_iter(&q.count.args),
+        |r| r.get(0),
+    )?;
+    let rows = all(
+        c,
+        &q.rows.sql,
+        rusqlite::params_from_iter(&q.rows.args),
+        map,
+    )?;
+    Ok(Listing::from_rows(rows, page.per_page, counted))
 }
 
 /// Runs `f` in an IMMEDIATE transaction: the write lock is taken first, so
@@ -403,6 +439,7 @@ impl SqliteStore {
         }
 
         let path = path.to_path_buf();
+        let reader_path = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> anyhow::Result<Connection> {
             create_private(&path)?;
             let mut conn = Connection::open(&path)?;
@@ -477,7 +514,28 @@ impl SqliteStore {
                     done.fetch_sub(n, Ordering::Relaxed);
                 }
             })?;
-        Ok(SqliteStore { jobs, pending })
+        // After the writer has opened (and migrated) the database.
+        let readers = tokio::task::spawn_blocking(move || {
+            readers::Readers::start(&reader_path, readers::default_count())
+        })
+        .await??;
+        Ok(SqliteStore {
+            jobs,
+            pending,
+            readers,
+            pruning: Default::default(),
+        })
+    }
+
+    /// Runs `f` on a read-only connection (see [`readers`]): for reads
+    /// that feed no write in the same call, so they never wait in line
+    /// with the writes, nor make the writes wait.
+    async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        self.readers.call(f).await
     }
 
     /// Runs `f` on the connection's thread and waits for its answer.
@@ -526,12 +584,6 @@ fn stale_or_missing(
     }
 }
 
-/// Every filter is bound, NULL meaning "any", so the SQL is fixed: ?1
-/// account, ?2 status, ?3 expired, ?4 now, ?5 product, ?6 started.
-const LICENSE_FILTER: &str = "(?1 IS NULL OR account_id = ?1) AND (?2 IS NULL OR status = ?2) \
-    AND (?3 IS NULL OR ?3 = (expires_at <= ?4)) AND (?6 IS NULL OR ?6 = (starts_at <= ?4)) \
-    AND (?5 IS NULL OR EXISTS (SELECT 1 FROM json_each(terms, '$.products') WHERE value = ?5))";
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -558,12 +610,12 @@ impl Store for SqliteStore {
 
     async fn get_product(&self, slug: &str) -> Result<Option<Product>> {
         let slug = slug.to_string();
-        self.call(move |c| one(c, sql::GET_PRODUCT, [slug], |r| rows::product(r)))
+        self.read(move |c| one(c, sql::GET_PRODUCT, [slug], |r| rows::product(r)))
             .await
     }
 
     async fn list_products(&self) -> Result<Vec<Product>> {
-        self.call(|c| all(c, sql::LIST_PRODUCTS, [], |r| rows::product(r)))
+        self.read(|c| all(c, sql::LIST_PRODUCTS, [], |r| rows::product(r)))
             .await
     }
 
@@ -611,17 +663,15 @@ impl Store for SqliteStore {
 
     async fn get_account(&self, id: &str) -> Result<Option<Account>> {
         let id = id.to_string();
-        self.call(move |c| one(c, sql::GET_ACCOUNT, [id], |r| rows::account(r)))
+        self.read(move |c| one(c, sql::GET_ACCOUNT, [id], |r| rows::account(r)))
             .await
     }
 
-    async fn list_accounts(&self, page: Page) -> Result<(Vec<Account>, i64)> {
-        self.call(move |c| {
-            let total = c.row(sql::COUNT_ACCOUNTS, [], |r| r.get(0))?;
-            let rows = all(c, sql::LIST_ACCOUNTS, [page.per_page, page.offset()], |r| {
-                rows::account(r)
-            })?;
-            Ok((rows, total))
+    async fn list_accounts(&self, page: &Page) -> Result<Listing<Account>> {
+        let page = page.clone();
+        self.read(move |c| {
+            let q = lists::accounts(&page, sql::ACCOUNT_COLS);
+            list(c, &q, &page, |r| rows::account(r))
         })
         .await
     }
@@ -679,41 +729,15 @@ impl Store for SqliteStore {
 
     async fn get_license(&self, lid: &str) -> Result<Option<License>> {
         let lid = lid.to_string();
-        self.call(move |c| one(c, sql::GET_LICENSE, [lid], |r| rows::license(r)))
+        self.read(move |c| one(c, sql::GET_LICENSE, [lid], |r| rows::license(r)))
             .await
     }
 
-    async fn list_licenses(&self, f: &LicenseFilter, page: Page) -> Result<(Vec<License>, i64)> {
-        let f = f.clone();
-        self.call(move |c| {
-            let (status, expired, started) = sql::state_filter(f.state);
-            let total = c.row(
-                &format!("SELECT count(*) FROM licenses WHERE {LICENSE_FILTER}"),
-                params![f.account_id, status, expired, f.now, f.product, started],
-                |r| r.get(0),
-            )?;
-            let rows = all(
-                c,
-                &format!(
-                    "SELECT {} FROM licenses WHERE {LICENSE_FILTER} \
-                     ORDER BY created_at, lid LIMIT ?7 OFFSET ?8",
-                    sql::LICENSE_COLS
-                ),
-                params![
-                    f.account_id,
-                    status,
-                    expired,
-                    f.now,
-                    f.product,
-                    started,
-                    page.per_page,
-                    page.offset()
-                ],
-                |r| rows::license(r),
-            )?;
-            Ok((rows, total))
-        })
-        .await
+    async fn list_licenses(&self, f: &LicenseFilter, page: &Page) -> Result<Listing<License>> {
+        let q = lists::licenses(f, page, sql::LICENSE_COLS, lists::Dialect::Sqlite);
+        let page = page.clone();
+        self.read(move |c| list(c, &q, &page, |r| rows::license(r)))
+            .await
     }
 
     async fn update_license_terms(
@@ -825,19 +849,19 @@ impl Store for SqliteStore {
 
     async fn get_instance(&self, lid: &str, id: &str) -> Result<Option<Instance>> {
         let (lid, id) = (lid.to_string(), id.to_string());
-        self.call(move |c| one(c, sql::GET_INSTANCE, [lid, id], |r| rows::instance(r)))
+        self.read(move |c| one(c, sql::GET_INSTANCE, [lid, id], |r| rows::instance(r)))
             .await
     }
 
     async fn find_instance(&self, lid: &str, url: &str) -> Result<Option<Instance>> {
         let (lid, url) = (lid.to_string(), url.to_string());
-        self.call(move |c| one(c, sql::FIND_INSTANCE, [lid, url], |r| rows::instance(r)))
+        self.read(move |c| one(c, sql::FIND_INSTANCE, [lid, url], |r| rows::instance(r)))
             .await
     }
 
     async fn issuance_context(&self, lid: &str, url: &str) -> Result<Option<IssuanceContext>> {
         let (lid, url) = (lid.to_string(), url.to_string());
-        self.call(move |c| {
+        self.read(move |c| {
             let Some(license) = one(c, sql::GET_LICENSE, [&lid], |r| rows::license(r))? else {
                 return Ok(None);
             };
@@ -854,9 +878,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_instances(&self, lid: &str) -> Result<Vec<Instance>> {
-        let lid = lid.to_string();
-        self.call(move |c| all(c, sql::LIST_INSTANCES, [lid], |r| rows::instance(r)))
+    async fn list_instances(&self, lid: &str, page: &Page) -> Result<Listing<Instance>> {
+        let q = lists::instances(lid, page, sql::INSTANCE_COLS);
+        let page = page.clone();
+        self.read(move |c| list(c, &q, &page, |r| rows::instance(r)))
             .await
     }
 
@@ -932,48 +957,79 @@ impl Store for SqliteStore {
             .map_err(|_| internal("the sqlite call failed (panicked)"))?
     }
 
-    async fn list_tokens(&self, lid: &str, page: Page) -> Result<(Vec<TokenRecord>, i64)> {
-        let lid = lid.to_string();
-        self.call(move |c| {
-            let total = c.row(sql::LIST_TOKENS_COUNT, [&lid], |r| r.get(0))?;
-            let rows = all(
-                c,
-                sql::LIST_TOKENS,
-                params![lid, page.per_page, page.offset()],
-                |r| rows::token(r),
-            )?;
-            Ok((rows, total))
-        })
-        .await
-    }
-
-    async fn revoked_licenses(&self) -> Result<Vec<String>> {
-        self.call(|c| all(c, sql::REVOKED_LICENSES, [], |r| r.text(0)))
+    async fn list_tokens(&self, lid: &str, page: &Page) -> Result<Listing<TokenRecord>> {
+        let q = lists::tokens(lid, page, sql::TOKEN_COLS);
+        let page = page.clone();
+        self.read(move |c| list(c, &q, &page, |r| rows::token(r)))
             .await
     }
 
-    async fn license_expiries(&self) -> Result<Vec<(String, i64)>> {
-        self.call(|c| {
-            all(c, sql::LICENSE_EXPIRIES, [], |r| {
-                Ok((r.text(0)?, r.int(1)?))
+    async fn revoked_licenses(&self) -> Result<Vec<String>> {
+        self.read(|c| all(c, sql::REVOKED_LICENSES, [], |r| r.text(0)))
+            .await
+    }
+
+    async fn license_counts(&self, now: i64) -> Result<super::LicenseCounts> {
+        let [d7, d30, d90] = super::LicenseCounts::windows(now);
+        self.read(move |c| {
+            all(c, sql::LICENSE_COUNTS, params![now, d7, d30, d90], |r| {
+                Ok((r.text(0)?, r.text(1)?, r.int(2)?))
             })
         })
         .await
+        .map(super::LicenseCounts::from_rows)
     }
 
     fn pool_status(&self) -> PoolStatus {
-        // One connection on its own thread; calls queue in front of it.
-        let pending = self.pending.load(Ordering::Relaxed) as i64;
+        // The writer and the readers, each a connection on its own thread;
+        // calls queue in front of them.
+        let writes = self.pending.load(Ordering::Relaxed) as i64;
+        let reads = self.readers.pending.load(Ordering::Relaxed) as i64;
+        let readers = self.readers.count as i64;
         PoolStatus {
-            size: 1,
-            available: i64::from(pending == 0),
-            waiting: (pending - 1).max(0),
+            size: 1 + readers,
+            available: i64::from(writes == 0) + (readers - reads).max(0),
+            waiting: (writes - 1).max(0) + (reads - readers).max(0),
         }
+    }
+
+    async fn prune(&self, plan: &super::PrunePlan) -> Result<Option<super::Pruned>> {
+        /// Clears the flag however the run ends.
+        struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        if self.pruning.swap(true, Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let _running = Running(&self.pruning);
+        let mut pruned = super::Pruned::default();
+        for (sql, before, count) in [
+            (sql::PRUNE_TOKENS, plan.tokens_before, &mut pruned.tokens),
+            (sql::PRUNE_AUDIT, plan.audit_before, &mut pruned.audit),
+        ] {
+            let Some(before) = before else { continue };
+            let batch = plan.batch;
+            loop {
+                // On the writer, between the renewals queued there.
+                let n = self
+                    .call(move |c| Ok(c.exec(sql, params![before, batch])? as u64))
+                    .await?;
+                *count += n;
+                if n < batch as u64 {
+                    break;
+                }
+                tokio::time::sleep(plan.pause).await;
+            }
+        }
+        Ok(Some(pruned))
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_string();
-        self.call(move |c| one(c, sql::GET_SETTING, [key], |r| r.text(0)))
+        self.read(move |c| one(c, sql::GET_SETTING, [key], |r| r.text(0)))
             .await
     }
 

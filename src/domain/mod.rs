@@ -5,6 +5,7 @@
 mod access;
 mod keys;
 mod license;
+mod page;
 mod types;
 mod values;
 
@@ -12,5 +13,6 @@ pub use access::*;
 pub use keys::*;
 
 pub use license::{RenewRefusal, check_renewable, claims_for, license_state};
+pub use page::*;
 pub use types::*;
 pub use values::*;

@@ -356,26 +356,14 @@ pub struct TokenRecord {
     pub token: String,
 }
 
-/// A page of results.
-#[derive(Debug, Clone, Copy)]
-pub struct Page {
-    /// 1-based.
-    pub page: i64,
-    pub per_page: i64,
-}
-
-impl Page {
-    pub fn offset(self) -> i64 {
-        (self.page - 1) * self.per_page
-    }
-}
-
 /// Filters of `GET /api/licenses`.
 #[derive(Debug, Clone, Default)]
 pub struct LicenseFilter {
     pub account_id: Option<String>,
     pub product: Option<String>,
     pub state: Option<LicenseState>,
+    /// Only licenses that expire before this time (unix seconds).
+    pub expires_before: Option<i64>,
     /// Evaluates `expired` against this time.
     pub now: i64,
 }

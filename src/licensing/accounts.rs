@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Actor, Error, Licensing, Result, changes, check_version, retry_stale};
-use crate::domain::{Account, Page, Slug, Text};
+use crate::domain::{Account, Listing, Page, Slug, Text};
 
 /// An account to create.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -33,7 +33,7 @@ pub async fn get(ctx: &Licensing, id: &str) -> Result<Account> {
         .ok_or_else(|| Error::NotFound(format!("account {id} not found")))
 }
 
-pub async fn list(ctx: &Licensing, page: Page) -> Result<(Vec<Account>, i64)> {
+pub async fn list(ctx: &Licensing, page: &Page) -> Result<Listing<Account>> {
     Ok(ctx.store.list_accounts(page).await?)
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Actor, Error, Licensing, Result, check_version, retry_stale};
 use crate::db::PushSettings;
-use crate::domain::{Dialect, Instance, check_renewable};
+use crate::domain::{Dialect, Instance, Listing, Page, check_renewable};
 use crate::sealed::Credentials;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -114,9 +114,9 @@ pub async fn get(ctx: &Licensing, lid: &str, id: &str) -> Result<Instance> {
         .ok_or_else(|| Error::NotFound(format!("instance {id} of license {lid} not found")))
 }
 
-pub async fn list(ctx: &Licensing, lid: &str) -> Result<Vec<Instance>> {
+pub async fn list(ctx: &Licensing, lid: &str, page: &Page) -> Result<Listing<Instance>> {
     super::licenses::get(ctx, lid).await?;
-    Ok(ctx.store.list_instances(lid).await?)
+    Ok(ctx.store.list_instances(lid, page).await?)
 }
 
 /// Binds an instance with its credentials, in one write.

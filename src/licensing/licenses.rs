@@ -9,8 +9,8 @@ use serde_json::json;
 use super::{Actor, Error, Licensing, Result, changes, check_version, retry_stale};
 use crate::db::Transition;
 use crate::domain::{
-    FeatureName, License, LicenseFilter, LicenseState, LicenseStatus, LicenseTerms, Page, Slug,
-    license_state, rfc3339,
+    FeatureName, License, LicenseFilter, LicenseState, LicenseStatus, LicenseTerms, Listing, Page,
+    Slug, license_state, rfc3339,
 };
 
 /// The terms of a license. On create, `account_id`, `products` and
@@ -84,17 +84,21 @@ pub async fn list(
     account_id: Option<String>,
     product: Option<String>,
     state: Option<LicenseState>,
-    page: Page,
-) -> Result<(Vec<License>, i64)> {
+    expires_before: Option<&str>,
+    page: &Page,
+) -> Result<Listing<License>> {
     let t = now();
     let filter = LicenseFilter {
         account_id,
         product,
         state,
+        expires_before: expires_before
+            .map(|v| time_field("expires_before", v))
+            .transpose()?,
         now: t,
     };
-    let (items, total) = ctx.store.list_licenses(&filter, page).await?;
-    Ok((items.into_iter().map(|l| view(l, t)).collect(), total))
+    let listing = ctx.store.list_licenses(&filter, page).await?;
+    Ok(listing.map(|l| view(l, t)))
 }
 
 fn time_field(field: &str, v: &str) -> Result<i64> {

@@ -27,6 +27,7 @@ pub mod keys;
 pub mod licenses;
 pub mod products;
 pub mod push;
+pub mod retention;
 pub mod tokens;
 
 pub use diff::changes;

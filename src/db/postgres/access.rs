@@ -5,11 +5,11 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use tokio_postgres::types::Json;
 
-use super::{Param, PgStore};
+use super::PgStore;
 use crate::db::rows::{self, Taken};
-use crate::db::sql;
 use crate::db::{AccessStore, NewSaToken, NewServiceAccount, Result, StoreError};
-use crate::domain::{AuditEvent, AuditFilter, Page, Role, SaToken, ServiceAccount};
+use crate::db::{lists, sql};
+use crate::domain::{AuditEvent, AuditFilter, Listing, Page, Role, SaToken, ServiceAccount};
 
 /// Writes an audit event on `c` (the transaction of its change).
 pub(super) async fn insert_audit(c: &impl GenericClient, e: &AuditEvent) -> Result<()> {
@@ -115,31 +115,15 @@ impl AccessStore for PgStore {
     async fn search_service_accounts(
         &self,
         query: &str,
-        page: Page,
-    ) -> Result<(Vec<ServiceAccount>, i64)> {
-        let query = query.to_lowercase();
-        // strpos, not LIKE: the query's `%` and `_` are plain characters.
-        const FILTER: &str = "(strpos(lower(s.name), $1) > 0 OR strpos(lower(s.login), $1) > 0)";
-        let total = self
-            .count(
-                pg!(&format!(
-                    "SELECT count(*) FROM service_accounts s WHERE {FILTER}"
-                )),
-                &[&query],
-            )
-            .await?;
-        let rows = self
-            .many(
-                pg!(&format!(
-                    "SELECT {} FROM service_accounts s WHERE {FILTER} \
-                     ORDER BY s.name, s.id LIMIT $2 OFFSET $3",
-                    sql::SA_COLS
-                )),
-                &[&query, &page.per_page, &page.offset()],
-                rows::service_account,
-            )
-            .await?;
-        Ok((rows, total))
+        page: &Page,
+    ) -> Result<Listing<ServiceAccount>> {
+        let q = lists::service_accounts(
+            &query.to_lowercase(),
+            page,
+            sql::SA_COLS,
+            lists::Dialect::Postgres,
+        );
+        self.list(&q, page, rows::service_account).await
     }
 
     async fn update_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()> {
@@ -322,44 +306,8 @@ impl AccessStore for PgStore {
         insert_audit(&c, event).await
     }
 
-    async fn list_audit(&self, f: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)> {
-        const FILTER: &str = "($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2) \
-            AND ($3::text IS NULL OR target_type = $3) AND ($4::text IS NULL OR target_id = $4) \
-            AND ($5::bigint IS NULL OR at >= $5) AND ($6::bigint IS NULL OR at < $6)";
-        let args: [Param<'_>; 6] = [
-            &f.actor,
-            &f.action,
-            &f.target_type,
-            &f.target_id,
-            &f.since,
-            &f.until,
-        ];
-        let total = self
-            .count(
-                pg!(&format!("SELECT count(*) FROM audit_events WHERE {FILTER}")),
-                &args,
-            )
-            .await?;
-        let rows = self
-            .many(
-                pg!(&format!(
-                    "SELECT {} FROM audit_events WHERE {FILTER} \
-                     ORDER BY at DESC, id DESC LIMIT $7 OFFSET $8",
-                    sql::AUDIT_COLS
-                )),
-                &[
-                    &f.actor,
-                    &f.action,
-                    &f.target_type,
-                    &f.target_id,
-                    &f.since,
-                    &f.until,
-                    &page.per_page,
-                    &page.offset(),
-                ],
-                rows::audit_event,
-            )
-            .await?;
-        Ok((rows, total))
+    async fn list_audit(&self, f: &AuditFilter, page: &Page) -> Result<Listing<AuditEvent>> {
+        let q = lists::audit(f, page, sql::AUDIT_COLS);
+        self.list(&q, page, rows::audit_event).await
     }
 }

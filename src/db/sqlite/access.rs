@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
 
-use super::{Cached, SqliteStore, all, json, one};
+use super::{Cached, SqliteStore, all, json, list, one};
 use crate::db::rows::{self, Taken};
-use crate::db::{AccessStore, NewSaToken, NewServiceAccount, Result, StoreError, sql};
-use crate::domain::{AuditEvent, AuditFilter, Page, Role, SaToken, ServiceAccount};
+use crate::db::{AccessStore, NewSaToken, NewServiceAccount, Result, StoreError, lists, sql};
+use crate::domain::{AuditEvent, AuditFilter, Listing, Page, Role, SaToken, ServiceAccount};
 
 /// Writes an audit event on `c` (the change's transaction, when it has one).
 pub(super) fn insert_audit(c: &Connection, e: &AuditEvent) -> Result<()> {
@@ -82,36 +82,23 @@ impl AccessStore for SqliteStore {
     }
 
     async fn get_service_account(&self, id: i64) -> Result<Option<ServiceAccount>> {
-        self.call(move |c| get_sa(c, id)).await
+        self.read(move |c| get_sa(c, id)).await
     }
 
     async fn search_service_accounts(
         &self,
         query: &str,
-        page: Page,
-    ) -> Result<(Vec<ServiceAccount>, i64)> {
-        let query = query.to_lowercase();
-        self.call(move |c| {
-            // instr, not LIKE: the query's `%` and `_` are plain characters.
-            let filter = "(instr(lower(s.name), ?1) > 0 OR instr(lower(s.login), ?1) > 0)";
-            let total = c.row(
-                &format!("SELECT count(*) FROM service_accounts s WHERE {filter}"),
-                [&query],
-                |r| r.get(0),
-            )?;
-            let rows = all(
-                c,
-                &format!(
-                    "SELECT {} FROM service_accounts s WHERE {filter} \
-                     ORDER BY s.name, s.id LIMIT ?2 OFFSET ?3",
-                    sql::SA_COLS
-                ),
-                params![query, page.per_page, page.offset()],
-                |r| rows::service_account(r),
-            )?;
-            Ok((rows, total))
-        })
-        .await
+        page: &Page,
+    ) -> Result<Listing<ServiceAccount>> {
+        let q = lists::service_accounts(
+            &query.to_lowercase(),
+            page,
+            sql::SA_COLS,
+            lists::Dialect::Sqlite,
+        );
+        let page = page.clone();
+        self.read(move |c| list(c, &q, &page, |r| rows::service_account(r)))
+            .await
     }
 
     async fn update_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()> {
@@ -190,7 +177,7 @@ impl AccessStore for SqliteStore {
     }
 
     async fn list_sa_tokens(&self, service_account_id: i64) -> Result<Vec<SaToken>> {
-        self.call(move |c| {
+        self.read(move |c| {
             all(
                 c,
                 &format!(
@@ -229,7 +216,7 @@ impl AccessStore for SqliteStore {
 
     async fn find_sa_token(&self, hash: &str) -> Result<Option<(SaToken, ServiceAccount)>> {
         let hash = hash.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             one(
                 c,
                 &format!(
@@ -254,7 +241,7 @@ impl AccessStore for SqliteStore {
     }
 
     async fn list_api_keys(&self, include_expired: bool, now: i64) -> Result<Vec<(SaToken, Role)>> {
-        self.call(move |c| {
+        self.read(move |c| {
             all(
                 c,
                 &format!(
@@ -275,45 +262,10 @@ impl AccessStore for SqliteStore {
         self.call(move |c| insert_audit(c, &event)).await
     }
 
-    async fn list_audit(&self, f: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)> {
-        let f = f.clone();
-        self.call(move |c| {
-            let filter = "(?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2) \
-                AND (?3 IS NULL OR target_type = ?3) AND (?4 IS NULL OR target_id = ?4) \
-                AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6)";
-            let total = c.row(
-                &format!("SELECT count(*) FROM audit_events WHERE {filter}"),
-                params![
-                    f.actor,
-                    f.action,
-                    f.target_type,
-                    f.target_id,
-                    f.since,
-                    f.until
-                ],
-                |r| r.get(0),
-            )?;
-            let rows = all(
-                c,
-                &format!(
-                    "SELECT {} FROM audit_events WHERE {filter} \
-                     ORDER BY at DESC, id DESC LIMIT ?7 OFFSET ?8",
-                    sql::AUDIT_COLS
-                ),
-                params![
-                    f.actor,
-                    f.action,
-                    f.target_type,
-                    f.target_id,
-                    f.since,
-                    f.until,
-                    page.per_page,
-                    page.offset()
-                ],
-                |r| rows::audit_event(r),
-            )?;
-            Ok((rows, total))
-        })
-        .await
+    async fn list_audit(&self, f: &AuditFilter, page: &Page) -> Result<Listing<AuditEvent>> {
+        let q = lists::audit(f, page, sql::AUDIT_COLS);
+        let page = page.clone();
+        self.read(move |c| list(c, &q, &page, |r| rows::audit_event(r)))
+            .await
     }
 }

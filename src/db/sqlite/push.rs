@@ -120,12 +120,12 @@ impl PushStore for SqliteStore {
 
     async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>> {
         let jti = jti.to_string();
-        self.call(move |c| one(c, sql::GET_TOKEN, [jti], |r| rows::token(r)))
+        self.read(move |c| one(c, sql::GET_TOKEN, [jti], |r| rows::token(r)))
             .await
     }
 
     async fn count_push_backoff(&self) -> Result<(i64, i64)> {
-        self.call(|c| {
+        self.read(|c| {
             Ok(c.row(
                 "SELECT count(*), coalesce(sum(push_at_risk), 0) FROM instances WHERE push_attempts > 0",
                 [],

@@ -1,0 +1,58 @@
+//! Retention: the scheduler prunes token history older than
+//! `--token-history-days` (keeping every token an instance still holds:
+//! its current one and a push pending delivery) and audit events older
+//! than `--audit-retention-days`. Renewals go on meanwhile: rows go a
+//! batch at a time, each batch its own short transaction, and one replica
+//! prunes at a time (the store's prune lock).
+
+use std::time::Duration;
+
+use charter_token::now;
+
+use super::Licensing;
+use super::tokens::IDEMPOTENCY_WINDOW;
+use crate::db::{PrunePlan, Pruned, StoreError};
+
+/// Rows deleted per statement.
+pub const BATCH: i64 = 1000;
+/// Rest between batches.
+pub const PAUSE: Duration = Duration::from_millis(20);
+
+/// One prune as configured: `None` when another run or replica is pruning.
+pub async fn run_once(ctx: &Licensing) -> Result<Option<Pruned>, StoreError> {
+    run(ctx, BATCH, PAUSE).await
+}
+
+/// [`run_once`] with another batch size and pause.
+pub async fn run(
+    ctx: &Licensing,
+    batch: i64,
+    pause: Duration,
+) -> Result<Option<Pruned>, StoreError> {
+    let r = ctx.config.retention;
+    let t = now();
+    let plan = PrunePlan {
+        // Never a token a retry of a renewal may still be answered with.
+        tokens_before: r
+            .token_history_days
+            .map(|d| t - (d * 86_400).max(IDEMPOTENCY_WINDOW)),
+        audit_before: r.audit_days.map(|d| t - d * 86_400),
+        batch,
+        pause,
+    };
+    if plan.tokens_before.is_none() && plan.audit_before.is_none() {
+        return Ok(Some(Pruned::default()));
+    }
+    let pruned = ctx.store.prune(&plan).await?;
+    match pruned {
+        Some(p) => {
+            ctx.metrics.pruned("tokens", p.tokens);
+            ctx.metrics.pruned("audit", p.audit);
+            if p != Pruned::default() {
+                tracing::info!(tokens = p.tokens, audit = p.audit, "pruned");
+            }
+        }
+        None => tracing::debug!("another run is pruning"),
+    }
+    Ok(pruned)
+}
