@@ -91,6 +91,8 @@ pub struct Metrics {
     db_pool: Family<PoolLabels, Gauge>,
     push_backoff: Gauge,
     push_at_risk: Gauge,
+    signing_keys: Family<StateLabels, Gauge>,
+    signing_key_age: Gauge,
 }
 
 impl Default for Metrics {
@@ -174,7 +176,21 @@ impl Metrics {
             "Instances whose pushes fail while their token expires within tok_exp_warn_days",
             push_at_risk.clone(),
         );
+        let signing_keys = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "signing_keys",
+            "Signing keys by state (next, current, previous, retired)",
+            signing_keys.clone(),
+        );
+        let signing_key_age = Gauge::default();
+        registry.register(
+            "signing_key_age_seconds",
+            "How long the current signing key has signed (alert when rotation is overdue)",
+            signing_key_age.clone(),
+        );
         Metrics {
+            signing_keys,
+            signing_key_age,
             push_at_risk,
             push_backoff,
             registry,
@@ -243,6 +259,27 @@ impl Metrics {
         if let Ok((backoff, at_risk)) = store.count_push_backoff().await {
             self.push_backoff.set(backoff);
             self.push_at_risk.set(at_risk);
+        }
+        if let Ok(keys) = store.list_signing_keys().await {
+            use crate::domain::KeyState;
+            for state in [
+                KeyState::Next,
+                KeyState::Current,
+                KeyState::Previous,
+                KeyState::Retired,
+            ] {
+                let n = keys.iter().filter(|k| k.state == state).count();
+                self.signing_keys
+                    .get_or_create(&StateLabels {
+                        state: state.as_str().into(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            if let Some(current) = keys.iter().find(|k| k.state == KeyState::Current) {
+                let since = current.activated_at.unwrap_or(current.created_at);
+                self.signing_key_age
+                    .set(charter_token::now().saturating_sub(since).max(0));
+            }
         }
         let pool = store.pool_status();
         for (name, value) in [

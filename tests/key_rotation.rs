@@ -159,6 +159,23 @@ async fn a_rotated_key_is_published_first_then_signs_then_retires(backend: Backe
         old,
         "the new key waits"
     );
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for series in [
+        "charter_signing_keys{state=\"next\"} 1",
+        "charter_signing_keys{state=\"current\"} 1",
+        "charter_signing_keys{state=\"retired\"} 0",
+        "charter_signing_key_age_seconds ",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
     // A second rotation while one waits is a conflict.
     let (s, body) = app.post("/api/keys/rotate", json!(null)).await;
     assert_eq!(s, 409, "{body}");

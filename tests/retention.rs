@@ -182,6 +182,10 @@ async fn postgres_prunes_one_replica_at_a_time() {
         &format!("UPDATE audit_events SET at = at - {}", 2 * DAY),
     )
     .await;
+    // The license's three events and the signing key's import.
+    let (_, page) = app.get("/api/audit").await;
+    let events = page["total"].as_i64().expect("total");
+    assert!(events >= 3, "{page}");
     let (other, conn) = tokio_postgres::connect(&app.data.database_url, tokio_postgres::NoTls)
         .await
         .expect("connect");
@@ -193,13 +197,13 @@ async fn postgres_prunes_one_replica_at_a_time() {
     let run = retention::run_once(app.state()).await.expect("prune");
     assert_eq!(run, None, "another replica holds the lock");
     let (_, page) = app.get("/api/audit").await;
-    assert_eq!(page["total"], 3, "nothing pruned: {page}");
+    assert_eq!(page["total"], events, "nothing pruned: {page}");
     other
         .execute("SELECT pg_advisory_unlock($1)", &[&charter::db::PRUNE_LOCK])
         .await
         .expect("unlock");
     let run = retention::run_once(app.state()).await.expect("prune");
-    assert_eq!(run.map(|p| p.audit), Some(3));
+    assert_eq!(run.map(|p| p.audit), u64::try_from(events).ok());
     let (_, page) = app.get("/api/audit").await;
     assert_eq!(page["total"], 0, "{page}");
 }
