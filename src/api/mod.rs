@@ -30,6 +30,7 @@ pub mod precondition;
 pub mod products;
 pub mod serviceaccounts;
 pub mod tokens;
+pub mod usage;
 
 pub use error::{ApiError, ApiResult};
 
@@ -99,6 +100,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(apikeys::router())
         .merge(audit::router())
         .merge(keys::router())
+        .merge(usage::router())
 }
 
 /// The OpenAPI document of the API.

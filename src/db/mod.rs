@@ -19,10 +19,12 @@ mod postgres;
 pub(crate) mod rows;
 pub(crate) mod sql;
 mod sqlite;
+mod usage;
 
 pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use usage::UsageStore;
 
 /// Errors of the store. A client's mistake never ends up as `Internal`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -236,7 +238,7 @@ pub struct PoolStatus {
 /// conditional on the `version` they were computed from
 /// ([`StoreError::Stale`] otherwise), and every write bumps the version.
 #[async_trait]
-pub trait Store: AccessStore + PushStore + KeyStore + Send + Sync + 'static {
+pub trait Store: AccessStore + PushStore + KeyStore + UsageStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// A round trip to the database.

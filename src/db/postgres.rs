@@ -38,6 +38,7 @@ mod access;
 mod keys;
 mod push;
 mod tls;
+mod usage;
 
 mod embedded {
     refinery::embed_migrations!("sql/postgres");
@@ -837,6 +838,14 @@ impl Store for PgStore {
             insert_instance(&tx, i, None).await?;
         }
 
+        // The usage report joins the history (its statement prepared only
+        // when there is one: cached per connection after the first).
+        let usage_st = match (&is.usage, &is.to) {
+            (Some(_), Recipient::Bound { .. }) => {
+                Some(tx.prepare_cached(pg!(super::usage::INSERT)).await?)
+            }
+            _ => None,
+        };
         // No order among these: each writes rows no other one reads.
         let usage = is.usage.as_ref().map(Json);
         let reported = is.usage.as_ref().map(|_| t.iat);
@@ -885,6 +894,16 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(StoreError::from)
+            },
+            async {
+                let (Some(st), Some(counters), Recipient::Bound { id }) =
+                    (&usage_st, &is.usage, &is.to)
+                else {
+                    return Ok(0);
+                };
+                tx.execute(st, &[lid, id, &t.iat, &Json(counters)])
+                    .await
+                    .map_err(StoreError::from)
             },
             access::insert_audit(&tx, audit),
         )?;

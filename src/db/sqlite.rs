@@ -30,6 +30,7 @@ mod access;
 mod keys;
 mod push;
 mod readers;
+mod usage;
 
 mod embedded {
     refinery::embed_migrations!("sql/sqlite");
@@ -321,6 +322,12 @@ fn record_one(c: &Connection, is: &Issuance, audit: &AuditEvent) -> Result<Recor
                     "instance {id} is not bound to license {}",
                     t.lid
                 )));
+            }
+            if let Some(usage) = &is.usage {
+                c.exec(
+                    super::usage::INSERT,
+                    params![t.lid, id, t.iat, json(usage)?],
+                )?;
             }
         }
     }

@@ -7,6 +7,7 @@ mod keys;
 mod license;
 mod page;
 mod types;
+pub mod usage;
 mod values;
 
 pub use access::*;
@@ -15,4 +16,5 @@ pub use keys::*;
 pub use license::{RenewRefusal, check_renewable, claims_for, license_state};
 pub use page::*;
 pub use types::*;
+pub use usage::UsageReport;
 pub use values::*;

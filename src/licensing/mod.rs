@@ -29,6 +29,7 @@ pub mod products;
 pub mod push;
 pub mod retention;
 pub mod tokens;
+pub mod usage;
 
 pub use diff::changes;
 

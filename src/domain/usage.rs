@@ -1,0 +1,223 @@
+//! Usage history as a series: the reports of a license's instances, put in
+//! buckets (hour, day or month, UTC), each counter's maximum and last value
+//! per instance and summed over the instances (each instance counts once
+//! per bucket: its own last report in it).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::rfc3339;
+
+/// One usage report, as an instance sent it with a renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReport {
+    pub instance_id: String,
+    /// When the issuer received it (the renewed token's `iat`).
+    pub at: i64,
+    pub counters: BTreeMap<String, i64>,
+}
+
+/// The width of a bucket, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Bucket {
+    Hour,
+    Day,
+    Month,
+}
+
+impl Bucket {
+    /// The start of the bucket that holds `t`.
+    pub fn start(self, t: i64) -> i64 {
+        match self {
+            Bucket::Hour => t.div_euclid(3600) * 3600,
+            Bucket::Day => t.div_euclid(86_400) * 86_400,
+            Bucket::Month => {
+                let day = t.div_euclid(86_400) * 86_400;
+                match time::OffsetDateTime::from_unix_timestamp(day) {
+                    Ok(d) => d.replace_day(1).map_or(day, |d| d.unix_timestamp()),
+                    Err(_) => day,
+                }
+            }
+        }
+    }
+
+    /// The start of the bucket after the one starting at `start`.
+    pub fn next(self, start: i64) -> i64 {
+        match self {
+            Bucket::Hour => start.saturating_add(3600),
+            Bucket::Day => start.saturating_add(86_400),
+            Bucket::Month => {
+                // 32 days on is always in the next month; its first day.
+                self.start(start.saturating_add(32 * 86_400))
+            }
+        }
+    }
+}
+
+/// A counter's largest and last value in a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Stat {
+    pub max: i64,
+    pub last: i64,
+}
+
+/// One bucket of the series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UsageBucket {
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub start: i64,
+    /// Exclusive.
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub end: i64,
+    /// Per counter, summed over the instances: the sum of their maxima and
+    /// the sum of their last values.
+    pub total: BTreeMap<String, Stat>,
+    /// Per instance id, per counter.
+    pub instances: BTreeMap<String, BTreeMap<String, Stat>>,
+}
+
+/// The buckets that hold reports, oldest first. `reports` may come in any
+/// order: within a bucket, "last" is the latest `at` (the later one in the
+/// input on a tie).
+pub fn series(reports: &[UsageReport], bucket: Bucket) -> Vec<UsageBucket> {
+    let mut sorted: Vec<&UsageReport> = reports.iter().collect();
+    sorted.sort_by_key(|r| r.at);
+    // bucket start → instance → counter → (max, last)
+    let mut by_bucket: BTreeMap<i64, BTreeMap<&str, BTreeMap<&str, Stat>>> = BTreeMap::new();
+    for r in sorted {
+        let instances = by_bucket.entry(bucket.start(r.at)).or_default();
+        let counters = instances.entry(r.instance_id.as_str()).or_default();
+        for (name, &value) in &r.counters {
+            counters
+                .entry(name.as_str())
+                .and_modify(|s| {
+                    s.max = s.max.max(value);
+                    s.last = value;
+                })
+                .or_insert(Stat {
+                    max: value,
+                    last: value,
+                });
+        }
+    }
+    by_bucket
+        .into_iter()
+        .map(|(start, instances)| {
+            let mut total: BTreeMap<String, Stat> = BTreeMap::new();
+            for counters in instances.values() {
+                for (name, s) in counters {
+                    let t = total
+                        .entry((*name).to_string())
+                        .or_insert(Stat { max: 0, last: 0 });
+                    t.max = t.max.saturating_add(s.max);
+                    t.last = t.last.saturating_add(s.last);
+                }
+            }
+            UsageBucket {
+                start,
+                end: bucket.next(start),
+                total,
+                instances: instances
+                    .into_iter()
+                    .map(|(id, counters)| {
+                        (
+                            id.to_string(),
+                            counters
+                                .into_iter()
+                                .map(|(n, s)| (n.to_string(), s))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The series as CSV: `bucket_start,bucket_end,instance,counter,max,last`,
+/// one row per instance and counter, then the totals (instance `*`).
+pub fn csv(buckets: &[UsageBucket]) -> String {
+    let mut out = String::from("bucket_start,bucket_end,instance,counter,max,last\n");
+    let field = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    for b in buckets {
+        let (start, end) = (rfc3339::format(b.start), rfc3339::format(b.end));
+        let rows = b
+            .instances
+            .iter()
+            .flat_map(|(i, c)| c.iter().map(move |(n, s)| (i.as_str(), n, s)))
+            .chain(b.total.iter().map(|(n, s)| ("*", n, s)));
+        for (instance, name, s) in rows {
+            out.push_str(&format!(
+                "{start},{end},{},{},{},{}\n",
+                field(instance),
+                field(name),
+                s.max,
+                s.last
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(instance: &str, at: i64, users: i64) -> UsageReport {
+        UsageReport {
+            instance_id: instance.into(),
+            at,
+            counters: BTreeMap::from([("users".to_string(), users)]),
+        }
+    }
+
+    #[test]
+    fn each_instance_counts_once_per_bucket_with_its_last_report() {
+        let day = 20_000 * 86_400; // 2024-10-04, a Friday
+        let reports = [
+            // Out of order: the later report of `a` comes first.
+            report("a", day + 7200, 4),
+            report("a", day + 3600, 9),
+            report("b", day + 100, 3),
+            report("b", day + 86_400 + 50, 5),
+        ];
+        let s = series(&reports, Bucket::Day);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].start, day);
+        assert_eq!(s[0].end, day + 86_400);
+        assert_eq!(s[0].instances["a"]["users"], Stat { max: 9, last: 4 });
+        assert_eq!(s[0].instances["b"]["users"], Stat { max: 3, last: 3 });
+        assert_eq!(s[0].total["users"], Stat { max: 12, last: 7 });
+        assert_eq!(s[1].total["users"], Stat { max: 5, last: 5 });
+        assert!(!s[1].instances.contains_key("a"));
+        let hours = series(&reports, Bucket::Hour);
+        assert_eq!(hours.len(), 4);
+        let csv = csv(&s);
+        assert!(csv.starts_with("bucket_start,bucket_end,instance,counter,max,last\n"));
+        assert!(csv.contains(",*,users,12,7\n"), "{csv}");
+        assert!(csv.contains(",a,users,9,4\n"), "{csv}");
+    }
+
+    #[test]
+    fn months_are_calendar_months() {
+        // 2026-01-31T12:00:00Z and 2026-02-01T00:00:00Z
+        let jan31 = 1_769_860_800;
+        let feb1 = 1_769_904_000;
+        assert_eq!(Bucket::Month.start(jan31), 1_767_225_600); // 2026-01-01
+        assert_eq!(Bucket::Month.next(1_767_225_600), feb1);
+        assert_eq!(Bucket::Month.start(feb1), feb1);
+        assert_eq!(Bucket::Month.next(feb1), 1_772_323_200); // 2026-03-01
+        assert_eq!(Bucket::Hour.start(jan31 + 59), jan31);
+    }
+}
