@@ -12,6 +12,9 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `CHARTER_LOG` passed to
 //! the issuer (default `info`, as deployed).
 //!
+//! `LOAD_SCALE=1` runs the scale bench instead (`benches/scale/mod.rs`:
+//! `LOAD_SCALE_SIZES`, default `10000`, `LOAD_SCALE_RENEWERS`, default 1000).
+//!
 //! Scenarios: (1) `POST /api/tokens/renew` from many distinct instances, RS256
 //! then EdDSA, issuer CPU per renewal from /proc next to one raw aws-lc-rs
 //! RSA-2048 signature; (2) `POST /api/licenses/{lid}/tokens`, same figures;
@@ -30,6 +33,9 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "scale/mod.rs"]
+mod scale;
 
 const ADMIN_PW: &str = "bench-password-1";
 const INSTANCE_PW: &str = "instance-pw-1";
@@ -505,6 +511,9 @@ fn print_table(rows: &[Row], load: &str) {
 // ------------------------------------------------------------ scenarios
 
 async fn run() -> anyhow::Result<()> {
+    if env_or("LOAD_SCALE", 0) != 0 {
+        return scale::run().await;
+    }
     let n: usize = env_or("LOAD_N", 2000);
     let conc: usize = env_or("LOAD_CONCURRENCY", 16);
     let stores: String = env_or("LOAD_STORES", "sqlite,postgres".to_string());

@@ -7,6 +7,8 @@
 # postgres://postgres@127.0.0.1:5432/postgres, dropped afterwards).
 # Prints one table. Knobs: see the top of benches/load.rs (LOAD_N,
 # LOAD_CONCURRENCY, LOAD_STORES, LOAD_PUSH, LOAD_CHECK_SECS, CHARTER_LOG).
+# LOAD_SCALE=1 runs the scale bench instead (benches/scale/mod.rs;
+# LOAD_SCALE_SIZES=10000,100000,1000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin charter

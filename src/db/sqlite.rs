@@ -51,6 +51,9 @@ struct IssuanceJob {
     reply: tokio::sync::oneshot::Sender<Result<Recorded>>,
 }
 
+/// Most rows one prune statement deletes (see [`SqliteStore::prune`]).
+const SQLITE_PRUNE_BATCH: i64 = 200;
+
 /// Most issuances one commit takes.
 const GROUP_COMMIT_MAX: usize = 64;
 
@@ -1013,14 +1016,19 @@ impl Store for SqliteStore {
         }
         let _running = Running(&self.pruning);
         let mut pruned = super::Pruned::default();
+        // The writer is the renewals' too: small statements, and after
+        // each at least as long a rest, so a prune holds it at most half
+        // the time and a renewal waits at most one statement. (1000 rows a
+        // statement and 20 ms rests cut renewals to 0.3x during a prune of
+        // 2M rows, p99 200 ms.)
+        let batch = plan.batch.min(SQLITE_PRUNE_BATCH);
         for (sql, before, count) in [
             (sql::PRUNE_TOKENS, plan.tokens_before, &mut pruned.tokens),
             (sql::PRUNE_AUDIT, plan.audit_before, &mut pruned.audit),
         ] {
             let Some(before) = before else { continue };
-            let batch = plan.batch;
             loop {
-                // On the writer, between the renewals queued there.
+                let started = std::time::Instant::now();
                 let n = self
                     .call(move |c| Ok(c.exec(sql, params![before, batch])? as u64))
                     .await?;
@@ -1028,7 +1036,7 @@ impl Store for SqliteStore {
                 if n < batch as u64 {
                     break;
                 }
-                tokio::time::sleep(plan.pause).await;
+                tokio::time::sleep(plan.pause.max(started.elapsed())).await;
             }
         }
         Ok(Some(pruned))
