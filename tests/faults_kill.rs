@@ -107,13 +107,26 @@ async fn sigkill_mid_issuance_and_push(backend: Backend) {
     // Restart on the same data and keys.
     let issuer = procs::issuer(dir, &data.database_url, &FLAGS);
     let portal = Portal::new(&issuer.base);
-    let (s, instances) = portal.get(&format!("/api/licenses/{lid}/instances")).await;
-    assert_eq!(s, 200, "{instances}");
+    // The restarted issuer's push job records tokens meanwhile: read the
+    // instances, the tokens and the instances again, until no push came in
+    // between (a consistent pair of reads).
+    let mut snapshot = None;
+    for _ in 0..50 {
+        let (s, before) = portal.get(&format!("/api/licenses/{lid}/instances")).await;
+        assert_eq!(s, 200, "{before}");
+        let (s, tokens) = portal
+            .get(&format!("/api/licenses/{lid}/tokens?per_page=1000"))
+            .await;
+        assert_eq!(s, 200, "{tokens}");
+        let (_, after) = portal.get(&format!("/api/licenses/{lid}/instances")).await;
+        if before == after {
+            snapshot = Some((before, tokens));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (instances, tokens) = snapshot.expect("the instances held still between two reads");
     let instances = instances.as_array().expect("list").clone();
-    let (s, tokens) = portal
-        .get(&format!("/api/licenses/{lid}/tokens?per_page=1000"))
-        .await;
-    assert_eq!(s, 200, "{tokens}");
     let tokens = tokens["items"].as_array().expect("items").clone();
 
     // Every answered token is recorded.

@@ -42,8 +42,8 @@ fn time(field: &str, v: Option<String>) -> ApiResult<Option<i64>> {
 /// totals under instance `*`.
 #[utoipa::path(get, path = "/api/licenses/{lid}/usage", tag = "licenses", security(("basic" = []), ("service_account" = [])),
     params(("lid" = String, Path), UsageParams),
-    responses((status = 200, body = Usage, content_type = "application/json"),
-              (status = 200, description = "the series as CSV", content_type = "text/csv"),
+    responses((status = 200, description = "the series (JSON), or as CSV with `Accept: text/csv`",
+               content((Usage = "application/json"), (String = "text/csv"))),
               (status = 400, body = charter_token::ErrorBody), (status = 404, body = charter_token::ErrorBody)))]
 async fn get_usage(
     p: Principal,

@@ -840,7 +840,8 @@ impl Store for PgStore {
 
         // The usage report joins the history (its statement prepared only
         // when there is one: cached per connection after the first).
-        let usage_st = match (&is.usage, &is.to) {
+        let report = is.usage.as_ref().filter(|u| !u.is_empty());
+        let usage_st = match (report, &is.to) {
             (Some(_), Recipient::Bound { .. }) => {
                 Some(tx.prepare_cached(pg!(super::usage::INSERT)).await?)
             }
@@ -897,7 +898,7 @@ impl Store for PgStore {
             },
             async {
                 let (Some(st), Some(counters), Recipient::Bound { id }) =
-                    (&usage_st, &is.usage, &is.to)
+                    (&usage_st, report, &is.to)
                 else {
                     return Ok(0);
                 };

@@ -326,7 +326,7 @@ fn record_one(c: &Connection, is: &Issuance, audit: &AuditEvent) -> Result<Recor
                     t.lid
                 )));
             }
-            if let Some(usage) = &is.usage {
+            if let Some(usage) = is.usage.as_ref().filter(|u| !u.is_empty()) {
                 c.exec(
                     super::usage::INSERT,
                     params![t.lid, id, t.iat, json(usage)?],
