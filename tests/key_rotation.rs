@@ -424,7 +424,56 @@ async fn scheduled_rotation_runs_the_whole_cycle(backend: Backend) {
     app.stop().await;
 }
 
+/// Rotations racing on two replicas of one database: exactly one next key
+/// is made, the other caller learns so (409), and an emergency rotation
+/// racing another leaves exactly one current key.
+async fn racing_rotations_leave_one_next_and_one_current_key(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    // A second replica on the same database and master key.
+    let other = charter::serve::start(app.data.config())
+        .await
+        .expect("second replica");
+    let other_base = format!("http://{}", other.addr);
+    let rotate = |base: String, query: &'static str| {
+        let http = app.http.clone();
+        async move {
+            let res = http
+                .post(format!("{base}/api/keys/rotate{query}"))
+                .basic_auth(common::ADMIN.0, Some(common::ADMIN.1))
+                .send()
+                .await
+                .expect("rotate");
+            res.status().as_u16()
+        }
+    };
+    let (a, b) = tokio::join!(rotate(app.base.clone(), ""), rotate(other_base.clone(), ""));
+    let mut statuses = [a, b];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409]);
+    let next: Vec<_> = states(&app)
+        .await
+        .into_iter()
+        .filter(|(_, s)| s == "next")
+        .collect();
+    assert_eq!(next.len(), 1, "{next:?}");
+    let (a, b) = tokio::join!(
+        rotate(app.base.clone(), "?immediate=true"),
+        rotate(other_base, "?immediate=true")
+    );
+    assert!(a == 201 || b == 201, "{a} {b}");
+    assert!([a, b].iter().all(|s| *s == 201 || *s == 409), "{a} {b}");
+    let now = states(&app).await;
+    assert_eq!(
+        now.iter().filter(|(_, s)| s == "current").count(),
+        1,
+        "{now:?}"
+    );
+    other.stop().await.expect("stops");
+    app.stop().await;
+}
+
 both_stores!(
+    racing_rotations_leave_one_next_and_one_current_key,
     scheduled_rotation_runs_the_whole_cycle,
     a_rotated_key_is_published_first_then_signs_then_retires,
     an_emergency_rotation_refuses_the_old_keys_tokens,
