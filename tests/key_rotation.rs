@@ -8,17 +8,9 @@
 mod common;
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Auth, Backend, Data, TestApp};
+use common::procs::eventually;
+use common::{Auth, Backend, Data, TestApp, kid_of};
 use serde_json::{Value, json};
-
-/// The `kid` in a token's header.
-fn kid_of(token: &str) -> String {
-    let header = token.split('.').next().expect("header");
-    let header: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("b64")).expect("json");
-    header["kid"].as_str().expect("kid").to_string()
-}
 
 async fn jwks_kids(app: &TestApp) -> (Vec<String>, String) {
     let res = app
@@ -70,21 +62,6 @@ fn state_of(states: &[(String, String)], kid: &str) -> Option<String> {
         .iter()
         .find(|(k, _)| k == kid)
         .map(|(_, s)| s.clone())
-}
-
-async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    false
 }
 
 /// The whole life of a key through the API and the schedule: next (in the

@@ -15,22 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use common::procs::{self, Portal, eventually, free_port};
-use common::{Backend, Data};
+use common::{Backend, Data, kid_of};
 use serde_json::{Value, json};
 
 const INSTANCE_PW: &str = "instance-admin-pw";
-
-fn kid_of(token: &str) -> String {
-    let header = token.split('.').next().unwrap_or_default();
-    URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
-        .and_then(|h| h["kid"].as_str().map(str::to_string))
-        .unwrap_or_default()
-}
 
 async fn jwks(http: &reqwest::Client, issuer: &str) -> Vec<String> {
     let Ok(res) = http

@@ -358,3 +358,15 @@ impl TestApp {
         (id, token["key"].as_str().expect("key").to_string())
     }
 }
+
+/// The `kid` in a token's JOSE header (empty when there is none).
+pub fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+        .and_then(|h| h["kid"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
