@@ -78,6 +78,7 @@ fn event(action: &str, target_type: &str, target_id: &str) -> AuditEvent {
         target_id: target_id.into(),
         ip: Some("192.0.2.1".into()),
         detail: None,
+        events: Vec::new(),
     }
 }
 
@@ -140,6 +141,7 @@ fn license(lid: &str, account_id: &str, now: i64) -> License {
         terms: terms("grafana"),
         created_at: now,
         updated_at: now,
+        over_limit: None,
         version: 0,
     }
 }

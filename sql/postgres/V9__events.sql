@@ -18,7 +18,7 @@ CREATE TABLE webhooks (
     description TEXT NOT NULL,
     -- The subscribed event types as a JSON array (shown); matched through
     -- webhook_subscriptions.
-    event_types TEXT NOT NULL,
+    event_types JSONB NOT NULL,
     enabled BOOLEAN NOT NULL,
     -- Sealed with the master key. After a rotation the previous secret
     -- signs too until previous_until.
@@ -52,6 +52,7 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, created_at, id);
 
 -- Time-driven transitions already announced (`expiring`, `expired`), with
 -- the expiry they were announced for: each is announced once per license
@@ -63,9 +64,15 @@ CREATE TABLE license_notices (
     at BIGINT NOT NULL,
     PRIMARY KEY (lid, kind)
 );
+-- The active licenses by expiry (the scheduler's expiring and expired checks).
+CREATE INDEX licenses_active_expiry ON licenses (expires_at) WHERE status = 'active';
 
 -- Over its included counts since when, and by how much (JSON), or NULL.
 ALTER TABLE licenses ADD COLUMN over_limit JSONB;
+
+CREATE INDEX licenses_over_limit ON licenses (lid) WHERE over_limit IS NOT NULL;
+-- The licenses with reports in a time range (the over-limit check).
+CREATE INDEX usage_reports_at ON usage_reports (at);
 
 -- Usage reports older than the retention, rolled up into one row per
 -- instance and day with each counter's maximum.

@@ -156,6 +156,7 @@ impl Principal {
             target_id: target_id.into(),
             ip: self.ip.map(|ip| ip.to_string()),
             detail: None,
+            events: Vec::new(),
         }
     }
 }
@@ -589,6 +590,7 @@ async fn record_failure(state: &AppState, header: &str, ip: Option<IpAddr>) {
         target_id: String::new(),
         ip: ip.map(|ip| ip.to_string()),
         detail: None,
+        events: Vec::new(),
     };
     if let Err(e) = state.store.insert_audit(&event).await {
         tracing::warn!(error = %e, "cannot audit a failed authentication");

@@ -270,6 +270,23 @@ pub fn tokens(lid: &str, page: &Page, cols: &str) -> ListQuery {
     )
 }
 
+/// `GET /api/webhooks/{id}/deliveries`: newest first, by
+/// `(webhook_id, created_at, id)`.
+pub fn deliveries(webhook_id: &str, page: &Page, cols: &str, from: &str) -> ListQuery {
+    let mut w = Where::default();
+    let p = w.text(webhook_id);
+    w.and(format!("d.webhook_id = {p}"));
+    finish(
+        w,
+        from,
+        cols,
+        ("d.created_at", "d.id"),
+        Order::Desc,
+        Key::NumId,
+        page,
+    )
+}
+
 /// `GET /api/serviceaccounts/search`: by name, then id; `query` a
 /// case-insensitive part of the name or login (lower-cased by the caller;
 /// `instr`/`strpos`, not LIKE: `%` and `_` are plain characters).

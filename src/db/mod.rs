@@ -12,6 +12,7 @@ use crate::domain::{
     Listing, Page, Product, Role, SaToken, ServiceAccount, TokenRecord,
 };
 
+pub mod events;
 mod keys;
 #[doc(hidden)]
 pub mod lists;
@@ -21,6 +22,7 @@ pub(crate) mod sql;
 mod sqlite;
 mod usage;
 
+pub use events::EventStore;
 pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -238,7 +240,9 @@ pub struct PoolStatus {
 /// conditional on the `version` they were computed from
 /// ([`StoreError::Stale`] otherwise), and every write bumps the version.
 #[async_trait]
-pub trait Store: AccessStore + PushStore + KeyStore + UsageStore + Send + Sync + 'static {
+pub trait Store:
+    AccessStore + PushStore + KeyStore + UsageStore + EventStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// A round trip to the database.

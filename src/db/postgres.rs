@@ -35,6 +35,7 @@ macro_rules! pg {
 }
 
 mod access;
+mod events;
 mod keys;
 mod push;
 mod tls;

@@ -122,6 +122,7 @@ pub(crate) fn license(r: &impl Cells) -> Result<License> {
         created_at: r.int(7)?,
         updated_at: r.int(8)?,
         version: r.int(9)?,
+        over_limit: r.opt_json(10)?,
     };
     l.state = license_state(&l, charter_token::now());
     Ok(l)
@@ -236,6 +237,7 @@ pub(crate) fn audit_event(r: &impl Cells) -> Result<AuditEvent> {
         target_id: r.text(6)?,
         ip: r.opt_text(7)?,
         detail: r.opt_json(8)?,
+        events: Vec::new(),
     })
 }
 

@@ -34,7 +34,7 @@ macro_rules! account_cols {
 }
 macro_rules! license_cols {
     () => {
-        "lid, account_id, status, starts_at, expires_at, max_instances, terms, created_at, updated_at, version"
+        "lid, account_id, status, starts_at, expires_at, max_instances, terms, created_at, updated_at, version, over_limit"
     };
 }
 /// The stored columns of an instance, in insert order.

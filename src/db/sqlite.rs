@@ -27,6 +27,7 @@ use crate::domain::{
 };
 
 mod access;
+mod events;
 mod keys;
 mod push;
 mod readers;

@@ -123,6 +123,10 @@ pub struct AuditEvent {
     /// Context (e.g. the license of an instance); never a secret.
     #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
+    /// The events the change announces (to webhooks), recorded with the
+    /// audit event in the change's transaction; not part of the trail.
+    #[serde(skip)]
+    pub events: Vec<super::NewEvent>,
 }
 
 /// Filters of the audit list; `None` means any.

@@ -120,6 +120,7 @@ mod tests {
             },
             created_at: 0,
             updated_at: 0,
+            over_limit: None,
             version: 1,
         }
     }

@@ -3,6 +3,7 @@
 //! testable without a server or a database.
 
 mod access;
+pub mod events;
 mod keys;
 mod license;
 mod page;
@@ -11,6 +12,7 @@ pub mod usage;
 mod values;
 
 pub use access::*;
+pub use events::{Delivery, DeliveryState, Event, NewEvent, Webhook};
 pub use keys::*;
 
 pub use license::{RenewRefusal, check_renewable, claims_for, license_state};

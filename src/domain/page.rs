@@ -130,6 +130,13 @@ impl Keyed for AuditEvent {
     }
 }
 
+impl Keyed for super::Delivery {
+    /// Newest first: `created_at`, then `id`.
+    fn cursor(&self) -> Cursor {
+        Cursor::new(self.created_at, self.id.to_string())
+    }
+}
+
 impl Keyed for License {
     fn cursor(&self) -> Cursor {
         Cursor::new(self.created_at, &self.lid)

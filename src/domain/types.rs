@@ -214,9 +214,40 @@ pub struct License {
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
+    /// Set while the license's instances report more than it includes
+    /// (see `GET /api/licenses/{lid}/usage`); `null` when within.
+    #[serde(default)]
+    pub over_limit: Option<OverLimit>,
     /// Bumped by every write of the row; the `ETag` of its `GET`.
     #[serde(skip)]
     pub version: i64,
+}
+
+/// Since when, and by how much, a license's instances report more than it
+/// includes: in the latest complete day (UTC), the sum over its instances
+/// of each one's last report of the counter named by `limit_by` exceeded
+/// `included_users` (and `admins` / `viewers` their included counts, when
+/// those are set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OverLimit {
+    /// When the check first found it over (the end of the day it found).
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub since: i64,
+    /// The start of the day the check found over.
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub day: i64,
+    /// Each counter over its included count.
+    pub counters: std::collections::BTreeMap<String, CounterOver>,
+}
+
+/// A counter over its included count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CounterOver {
+    /// Summed over the instances (each one's last report of the day).
+    pub used: i64,
+    pub included: i64,
 }
 
 /// How the issuer pushes tokens to an instance.

@@ -291,6 +291,7 @@ pub async fn create(ctx: &Licensing, actor: &Actor, input: LicenseInput) -> Resu
         },
         created_at: t,
         updated_at: t,
+        over_limit: None,
         version: 1,
     };
     apply(&mut l, &input)?;

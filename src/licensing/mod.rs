@@ -129,6 +129,7 @@ impl Actor {
             target_id: target_id.to_string(),
             ip: self.ip.clone(),
             detail: None,
+            events: Vec::new(),
         }
     }
 }

@@ -39,7 +39,7 @@ pub(super) async fn insert_audit_as(
         ],
     )
     .await?;
-    Ok(())
+    super::events::insert_events(c, e).await
 }
 
 /// $1 token id, $2 now: `last_used_at` unless it was written in the last

@@ -24,7 +24,7 @@ pub(super) fn insert_audit(c: &Connection, e: &AuditEvent) -> Result<()> {
             detail
         ],
     )?;
-    Ok(())
+    super::events::insert_events(c, e)
 }
 
 /// Writes `audit` for the row the change created: an event without a
