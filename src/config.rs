@@ -125,6 +125,18 @@ pub struct ServeArgs {
     /// How often the prune job runs, in seconds [default: 3600].
     #[arg(long, env = "CHARTER_PRUNE_INTERVAL_SECS")]
     pub prune_interval_secs: Option<u64>,
+    /// How often the webhook delivery job looks for due deliveries, in seconds (new events of this replica wake it at once); 0 turns delivery off [default: 2].
+    #[arg(long, env = "CHARTER_WEBHOOK_INTERVAL_SECS")]
+    pub webhook_interval_secs: Option<u64>,
+    /// Time limit of one webhook delivery, in seconds [default: 10].
+    #[arg(long, env = "CHARTER_WEBHOOK_TIMEOUT_SECS")]
+    pub webhook_timeout_secs: Option<u64>,
+    /// Delays before each retry of a failed webhook delivery, in seconds, comma-separated (±20% jitter); after the last the delivery fails [default: 5,300,1800,7200,18000,36000,36000].
+    #[arg(long, env = "CHARTER_WEBHOOK_RETRY_SCHEDULE")]
+    pub webhook_retry_schedule: Option<String>,
+    /// How often the scheduler announces expiring and expired licenses and checks usage against included counts, in seconds; 0 turns it off [default: 60].
+    #[arg(long, env = "CHARTER_EVENTS_INTERVAL_SECS")]
+    pub events_interval_secs: Option<u64>,
     /// Do not apply migrations at start (when `charter migrate` runs them).
     #[arg(long, env = "CHARTER_NO_MIGRATE")]
     #[serde(default)]
@@ -165,6 +177,7 @@ pub struct Config {
     pub keys: KeyPolicy,
     /// What is pruned, and when.
     pub retention: Retention,
+    pub webhooks: WebhookConfig,
 }
 
 /// The signing keys' settings.
@@ -274,7 +287,11 @@ impl ServeArgs {
             key_poll_secs,
             token_history_days,
             audit_retention_days,
-            prune_interval_secs
+            prune_interval_secs,
+            webhook_interval_secs,
+            webhook_timeout_secs,
+            webhook_retry_schedule,
+            events_interval_secs
         );
         self.no_migrate |= file.no_migrate;
         self.push_refuse_private |= file.push_refuse_private;
@@ -288,6 +305,7 @@ impl Config {
         let a = args.merge_file()?;
         let keys_dir: PathBuf = a.keys_dir.clone().unwrap_or_else(|| "keys".into());
         let keys = KeyPolicy::from_args(&a, &keys_dir)?;
+        let webhooks = WebhookConfig::from_args(&a, !a.push_allow_private)?;
         let listen = a
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
@@ -418,6 +436,7 @@ impl Config {
             trusted_proxies,
             keys,
             retention,
+            webhooks,
         })
     }
 }
@@ -436,6 +455,57 @@ fn parse_proxies(list: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
                 })
         })
         .collect()
+}
+
+/// Settings of webhook delivery and of the event scheduler.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// How often the delivery job runs; zero disables it.
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    /// How long a claimed delivery stays leased to a replica.
+    pub lease: std::time::Duration,
+    /// The delay before each retry, in seconds.
+    pub retry_schedule: Vec<u64>,
+    /// Refuse endpoints at loopback, private and other special addresses
+    /// (the push setting: `--push-allow-private` allows both).
+    pub refuse_private: bool,
+    pub concurrency: usize,
+    /// How often expiries are announced and usage checked; zero disables it.
+    pub events_interval: std::time::Duration,
+}
+
+impl WebhookConfig {
+    fn from_args(a: &ServeArgs, refuse_private: bool) -> anyhow::Result<Self> {
+        let secs = std::time::Duration::from_secs;
+        let timeout = a.webhook_timeout_secs.unwrap_or(10);
+        if !(1..=300).contains(&timeout) {
+            bail!("webhook_timeout_secs must be between 1 and 300, not {timeout}");
+        }
+        let retry_schedule = match &a.webhook_retry_schedule {
+            None => vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+            Some(text) => text
+                .split(',')
+                .map(|p| p.trim().parse::<u64>())
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() <= 50 && v.iter().all(|d| (1..=604_800).contains(d)))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "webhook_retry_schedule must be 1 to 50 comma-separated delays of 1 to 604800 seconds, not {text:?}"
+                    )
+                })?,
+        };
+        Ok(WebhookConfig {
+            interval: secs(a.webhook_interval_secs.unwrap_or(2)),
+            timeout: secs(timeout),
+            lease: secs(timeout * 3 + 30),
+            retry_schedule,
+            refuse_private,
+            concurrency: 16,
+            events_interval: secs(a.events_interval_secs.unwrap_or(60)),
+        })
+    }
 }
 
 /// Settings of the push job.

@@ -93,6 +93,14 @@ pub struct Metrics {
     push_at_risk: Gauge,
     signing_keys: Family<StateLabels, Gauge>,
     signing_key_age: Gauge,
+    /// Webhook delivery attempts, by outcome: `delivered`, `retry`, `failed`.
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    licenses_over_limit: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
 }
 
 impl Default for Metrics {
@@ -188,7 +196,21 @@ impl Metrics {
             "How long the current signing key has signed (alert when rotation is overdue)",
             signing_key_age.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, retry, failed)",
+            webhook_deliveries.clone(),
+        );
+        let licenses_over_limit = Gauge::default();
+        registry.register(
+            "licenses_over_limit",
+            "Licenses whose instances reported more than they include, in the latest complete day",
+            licenses_over_limit.clone(),
+        );
         Metrics {
+            webhook_deliveries,
+            licenses_over_limit,
             signing_keys,
             signing_key_age,
             push_at_risk,
@@ -210,6 +232,14 @@ impl Metrics {
         self.tokens
             .get_or_create(&ReasonLabels {
                 reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn webhook_delivery(&self, outcome: &str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
             })
             .inc();
     }
@@ -255,6 +285,9 @@ impl Metrics {
                     })
                     .set(n);
             }
+        }
+        if let Ok(over) = store.count_over_limit().await {
+            self.licenses_over_limit.set(over);
         }
         if let Ok((backoff, at_risk)) = store.count_push_backoff().await {
             self.push_backoff.set(backoff);

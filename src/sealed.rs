@@ -169,6 +169,17 @@ impl Sealer {
         String::from_utf8(plain).ok()
     }
 
+    /// Seals the signing secret of webhook endpoint `id`.
+    pub fn seal_webhook_secret(&self, secret: &str, id: &str) -> anyhow::Result<String> {
+        self.seal_bytes(secret.as_bytes(), format!("charter-webhook:{id}").as_bytes())
+    }
+
+    /// Opens the signing secret of webhook endpoint `id`.
+    pub fn open_webhook_secret(&self, sealed: &str, id: &str) -> Option<String> {
+        let plain = self.open_bytes(sealed, format!("charter-webhook:{id}").as_bytes(), None)?;
+        String::from_utf8(plain).ok()
+    }
+
     /// Seals `c` for the instance `instance_id` at `url`.
     pub fn seal(&self, c: &Credentials, instance_id: &str, url: &str) -> anyhow::Result<String> {
         let data = serde_json::to_vec(c)?;

@@ -156,6 +156,8 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
     scheduler: Option<tokio_cron_scheduler::JobScheduler>,
     key_schedule: JoinHandle<()>,
+    /// The webhook delivery loop and the event scheduler.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -163,12 +165,16 @@ impl Server {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.key_schedule.abort();
+        for job in &self.background {
+            job.abort();
+        }
         if let Some(mut scheduler) = self.scheduler.take() {
             let _ = scheduler.shutdown().await;
         }
         self.task.await??;
         // A push run in progress finishes its deliveries.
         self.state.pusher.wait_idle().await;
+        self.state.deliverer.wait_idle().await;
         Ok(())
     }
 }
@@ -239,6 +245,45 @@ fn start_key_schedule(state: &AppState) -> JoinHandle<()> {
     })
 }
 
+/// Delivers webhooks every `--webhook-interval-secs` (and at once when
+/// this process queues a test), and announces expiries and checks usage
+/// every `--events-interval-secs`; either is off at 0.
+fn start_event_jobs(state: &AppState) -> Vec<JoinHandle<()>> {
+    let mut jobs = Vec::new();
+    let interval = state.deliverer.config.interval;
+    if !interval.is_zero() {
+        let core = state.core.clone();
+        jobs.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = core.deliverer.wake.notified() => {}
+                }
+                match crate::licensing::webhooks::run_once(&core).await {
+                    Ok(s) if s != crate::push::RunStats::default() => {
+                        tracing::debug!(delivered = s.delivered, failed = s.failed, "webhook run");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "webhook run failed"),
+                }
+            }
+        }));
+    }
+    let every = state.deliverer.config.events_interval;
+    if !every.is_zero() {
+        let core = state.core.clone();
+        jobs.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                crate::licensing::webhooks::schedule_once(&core).await;
+            }
+        }));
+    }
+    jobs
+}
+
 /// Opens the store, loads the keys and starts serving on `config.listen`.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     let store = db::open(&config.database_url.0, config.migrate)
@@ -268,6 +313,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let pusher = Arc::new(crate::push::Pusher::new(config.push.clone())?);
     let renew_limiter = Arc::new(crate::ratelimit::RenewLimiter::new(config.renew_limits));
+    let deliverer = Arc::new(crate::licensing::webhooks::Deliverer::new(
+        config.webhooks.clone(),
+    )?);
     let state = AppState {
         core: crate::licensing::Licensing {
             pusher,
@@ -278,6 +326,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             renew_limiter,
             locks: Default::default(),
+            deliverer,
         },
         admin: Arc::new(admin),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -292,6 +341,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     }));
     let scheduler = start_push_job(&state).await?;
     let key_schedule = start_key_schedule(&state);
+    let background = start_event_jobs(&state);
     Ok(Server {
         addr,
         state,
@@ -299,5 +349,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         task,
         scheduler,
         key_schedule,
+        background,
     })
 }

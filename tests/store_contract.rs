@@ -1535,6 +1535,7 @@ async fn push_leases_are_exclusive_and_only_their_owner_finishes(backend: Backen
         removal_pending: false,
         push_pending_jti: None,
         token_expires_at: Some(push.token.exp),
+        events: Vec::new(),
     };
     assert!(
         !store
@@ -1566,6 +1567,7 @@ async fn push_leases_are_exclusive_and_only_their_owner_finishes(backend: Backen
             removal_pending: done.removal_pending,
             push_pending_jti: done.push_pending_jti.clone(),
             token_expires_at: done.token_expires_at,
+            events: Vec::new(),
         },
         delivered,
         "the outcome is written"

@@ -122,8 +122,8 @@ pub trait EventStore: Send + Sync {
     ) -> Result<bool>;
     /// Licenses with usage reports in `[from, to)`.
     async fn licenses_reporting(&self, from: i64, to: i64) -> Result<Vec<String>>;
-    /// Licenses whose `over_limit` is set.
-    async fn licenses_over_limit(&self) -> Result<Vec<String>>;
+    /// How many licenses have `over_limit` set.
+    async fn count_over_limit(&self) -> Result<i64>;
 }
 
 // ---- SQL shared by both stores (SQLite placeholders; see `sql::pg`) ----
@@ -206,7 +206,7 @@ pub(crate) const OVER_OFF: &str = "UPDATE licenses SET over_limit = NULL, update
 /// ?1 from, ?2 to.
 pub(crate) const REPORTING: &str =
     "SELECT DISTINCT lid FROM usage_reports WHERE at >= ?1 AND at < ?2";
-pub(crate) const OVER_LIMIT: &str = "SELECT lid FROM licenses WHERE over_limit IS NOT NULL";
+pub(crate) const OVER_LIMIT: &str = "SELECT count(*) FROM licenses WHERE over_limit IS NOT NULL";
 
 pub(crate) fn webhook(r: &impl Cells) -> Result<Webhook> {
     Ok(Webhook {

@@ -112,6 +112,9 @@ pub struct PushOutcome {
     pub removal_pending: bool,
     pub push_pending_jti: Option<String>,
     pub token_expires_at: Option<i64>,
+    /// Announced with the outcome (the instance went at risk, or
+    /// recovered), in its transaction and only while the lease holds.
+    pub events: Vec<crate::domain::NewEvent>,
 }
 
 /// How an instance is pushed: the columns `PATCH .../instances/{id}` owns.

@@ -40,7 +40,7 @@ pub fn is_subscribable(t: &str) -> bool {
 }
 
 /// An event to record with a change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
     pub kind: &'static str,
     pub payload: Value,

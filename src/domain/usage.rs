@@ -170,6 +170,50 @@ pub fn csv(buckets: &[UsageBucket]) -> String {
     out
 }
 
+/// Each counter summed over the instances, each instance counting with
+/// its last report (`reports` oldest first, as the store returns them).
+pub fn last_sums(reports: &[UsageReport]) -> BTreeMap<String, i64> {
+    let mut last: BTreeMap<&str, &UsageReport> = BTreeMap::new();
+    for r in reports {
+        last.insert(&r.instance_id, r);
+    }
+    let mut sums = BTreeMap::new();
+    for r in last.values() {
+        for (k, v) in &r.counters {
+            let sum: &mut i64 = sums.entry(k.clone()).or_default();
+            *sum = sum.saturating_add(*v);
+        }
+    }
+    sums
+}
+
+/// The counters of `sums` over what the license includes: the one named by
+/// `limit_by` against `included_users`, `admins` against `included_admins`
+/// and `viewers` against `included_viewers`; an included count of 0 sets
+/// no limit.
+pub fn over_included(
+    terms: &super::LicenseTerms,
+    sums: &BTreeMap<String, i64>,
+) -> BTreeMap<String, super::CounterOver> {
+    let mut over = BTreeMap::new();
+    for (counter, included) in [
+        (terms.limit_by.as_str(), terms.included_users),
+        ("admins", terms.included_admins),
+        ("viewers", terms.included_viewers),
+    ] {
+        if included <= 0 {
+            continue;
+        }
+        if let Some(&used) = sums.get(counter).filter(|u| **u > included) {
+            over.insert(
+                counter.to_string(),
+                super::CounterOver { used, included },
+            );
+        }
+    }
+    over
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +263,34 @@ mod tests {
         assert_eq!(Bucket::Month.start(feb1), feb1);
         assert_eq!(Bucket::Month.next(feb1), 1_772_323_200); // 2026-03-01
         assert_eq!(Bucket::Hour.start(jan31 + 59), jan31);
+    }
+
+    #[test]
+    fn sums_take_each_instances_last_report_and_compare_with_the_included_counts() {
+        let r = |i: &str, at: i64, users: i64| UsageReport {
+            instance_id: i.into(),
+            at,
+            counters: BTreeMap::from([("users".to_string(), users)]),
+        };
+        // Instance a reported 9 then 4; b reported 7: 4 + 7.
+        let sums = last_sums(&[r("a", 1, 9), r("b", 2, 7), r("a", 3, 4)]);
+        assert_eq!(sums["users"], 11);
+        let mut terms: super::super::LicenseTerms =
+            serde_json::from_value(serde_json::json!({
+                "products": [], "limit_by": "users", "included_users": 10,
+                "included_admins": 0, "included_viewers": 0,
+                "max_concurrent_user_sessions": 0, "anonymous_ratio": 0,
+                "limits": {}, "features": [], "flags": {}, "trial": false,
+                "usage_billing": false, "details_url": "", "lic_exp_warn_days": 30,
+                "tok_exp_warn_days": 3, "update_days": 1, "token_ttl_days": 7
+            }))
+            .expect("terms");
+        let over = over_included(&terms, &sums);
+        assert_eq!(over["users"].used, 11);
+        assert_eq!(over["users"].included, 10);
+        terms.included_users = 11;
+        assert!(over_included(&terms, &sums).is_empty(), "equal is within");
+        terms.included_users = 0;
+        assert!(over_included(&terms, &sums).is_empty(), "0 sets no limit");
     }
 }

@@ -147,6 +147,7 @@ pub async fn bind(
         "push_enabled": instance.push_enabled,
         "credentials": if sealed.is_some() { "set" } else { "none" },
     }));
+    event.events.push(super::events::instance_bound(&instance));
     let bound = ctx
         .store
         .bind_instance(&instance, sealed.as_deref(), &event)
@@ -225,6 +226,10 @@ pub async fn update(
 pub async fn unbind(ctx: &Licensing, actor: &Actor, lid: &str, id: &str) -> Result<()> {
     let mut event = actor.event("instance.unbind", "instance", id);
     event.detail = Some(json!({"lid": lid}));
+    let url = ctx.store.get_instance(lid, id).await?.map(|i| i.url);
+    event
+        .events
+        .push(super::events::instance_unbound(lid, id, url.as_deref()));
     if !ctx.store.unbind_instance(lid, id, &event).await? {
         return Err(Error::NotFound(format!(
             "instance {id} of license {lid} not found"

@@ -302,7 +302,8 @@ pub async fn create(ctx: &Licensing, actor: &Actor, input: LicenseInput) -> Resu
         )));
     }
     check(ctx, &l, true, t).await?;
-    let event = actor.event("license.create", "license", &l.lid);
+    let mut event = actor.event("license.create", "license", &l.lid);
+    event.events.push(super::events::license_created(&l));
     ctx.store.create_license(&l, &event).await?;
     tracing::info!(lid = %l.lid, by = %actor.name, "license created");
     Ok(view(l, t))
@@ -338,7 +339,11 @@ pub async fn update(
         check(ctx, &new, input.expires_at.is_some(), t).await?;
         new.updated_at = t;
         let mut event = actor.event("license.update", "license", lid);
-        event.detail = Some(json!({ "changes": changes(&old, &new) }));
+        let changed = changes(&old, &new);
+        event
+            .events
+            .push(super::events::license_updated(&new, &changed));
+        event.detail = Some(json!({ "changes": changed }));
         match ctx
             .store
             .update_license_terms(&new, &old, if_match, &event)
@@ -369,11 +374,19 @@ pub async fn set_status(
         LicenseStatus::Suspended => "license.suspend",
         LicenseStatus::Revoked => "license.revoke",
     };
-    let event = actor.event(action, "license", lid);
+    let mut event = actor.event(action, "license", lid);
     let t = now();
     // A status change bumps the version a PATCH in flight was computed
     // from: taking turns keeps a busy suspend/resume from starving it.
     let _turn = ctx.locks.lock(format!("license:{lid}")).await;
+    // The event shows the license as the change leaves it (written only
+    // if the status changes: with its audit event).
+    if let Some(mut l) = ctx.store.get_license(lid).await? {
+        let from = l.status;
+        l.status = to;
+        l.updated_at = t;
+        event.events.push(super::events::license_status(&l, from));
+    }
     match ctx.store.transition_license(lid, to, t, &event).await {
         Ok(Transition::Changed { license, removals }) => {
             tracing::info!(lid = %lid, status = to.as_str(), by = %actor.name, "license status changed");

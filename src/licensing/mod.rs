@@ -22,6 +22,7 @@ use crate::sealed::Sealer;
 
 pub mod accounts;
 mod diff;
+pub mod events;
 pub mod instances;
 pub mod keys;
 pub mod licenses;
@@ -30,6 +31,7 @@ pub mod push;
 pub mod retention;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 
 pub use diff::changes;
 
@@ -49,6 +51,8 @@ pub struct Licensing {
     pub renew_limiter: Arc<RenewLimiter>,
     /// Changes of one row from this process take turns (see [`RowLocks`]).
     pub locks: Arc<RowLocks>,
+    /// The webhook delivery job's client, lease owner and bell.
+    pub deliverer: Arc<webhooks::Deliverer>,
 }
 
 /// One async lock per row being changed, so that changes of the same row

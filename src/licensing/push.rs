@@ -117,6 +117,13 @@ async fn process(ctx: &Licensing, job: PushJob) -> bool {
             failed(ctx, &i, e, warn_days, pending, t)
         }
     };
+    let mut outcome = outcome;
+    if outcome.push_at_risk != i.push_at_risk {
+        let error = outcome.push_last_error.as_deref();
+        outcome
+            .events
+            .push(super::events::push_risk(&i, outcome.push_at_risk, error));
+    }
     match ctx
         .store
         .finish_push(&i.id, &ctx.pusher.owner, &outcome)
@@ -159,6 +166,7 @@ fn failed(
             removal_pending: true,
             push_pending_jti: pending,
             token_expires_at: i.token_expires_at,
+            events: Vec::new(),
         };
     }
     let error = failure.to_string();
@@ -180,6 +188,7 @@ fn failed(
         removal_pending: i.removal_pending,
         push_pending_jti: pending,
         token_expires_at: i.token_expires_at,
+        events: Vec::new(),
     }
 }
 
@@ -217,6 +226,7 @@ async fn deliver(
         removal_pending: false,
         push_pending_jti: None,
         token_expires_at: i.token_expires_at,
+        events: Vec::new(),
     };
     if i.removal_pending {
         send_removal(http, i.dialect, &i.url, credentials.as_ref()).await?;

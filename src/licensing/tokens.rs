@@ -100,6 +100,10 @@ pub(crate) async fn issue(
         map.extend(extra.clone());
     }
     audit.detail = Some(detail);
+    if let Recipient::Bind(i) = &to {
+        audit.events.push(super::events::instance_bound(i));
+    }
+    audit.events.push(super::events::token(&record, req.url));
     let issuance = Issuance {
         token: record,
         to,

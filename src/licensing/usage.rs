@@ -64,3 +64,62 @@ pub async fn get(
         buckets: series(&reports, bucket),
     })
 }
+
+/// Checks each license that got usage reports in the latest complete day
+/// (UTC) before `t` against what it includes, and sets or clears its
+/// `over_limit` (with `license.over_limit` / `license.back_within_limit`).
+/// A license without reports that day keeps its state. Idempotent: the
+/// store changes a license only on a transition, so replicas running the
+/// check at once announce each transition once. Returns the transitions.
+pub async fn check_limits(ctx: &Licensing, t: i64) -> Result<u64, crate::db::StoreError> {
+    use crate::domain::usage::{last_sums, over_included};
+    use crate::domain::{LicenseStatus, OverLimit};
+
+    let day_end = Bucket::Day.start(t);
+    let day_start = day_end - 86_400;
+    let mut changed = 0;
+    for lid in ctx.store.licenses_reporting(day_start, day_end).await? {
+        let Some(mut l) = ctx.store.get_license(&lid).await? else {
+            continue;
+        };
+        if l.status != LicenseStatus::Active {
+            continue;
+        }
+        let reports = ctx.store.usage_reports(&lid, day_start, day_end).await?;
+        let over = over_included(&l.terms, &last_sums(&reports));
+        let next = match (over.is_empty(), &l.over_limit) {
+            (false, None) => Some(OverLimit {
+                since: day_end,
+                day: day_start,
+                counters: over,
+            }),
+            (true, Some(_)) => None,
+            _ => continue,
+        };
+        l.over_limit = next;
+        let action = if l.over_limit.is_some() {
+            "license.over_limit"
+        } else {
+            "license.within_limit"
+        };
+        let mut audit = super::Actor::system("usage").event(action, "license", &lid);
+        let value = match &l.over_limit {
+            Some(o) => Some(
+                serde_json::to_value(o)
+                    .map_err(|e| crate::db::StoreError::Internal(e.to_string()))?,
+            ),
+            None => None,
+        };
+        audit.detail = Some(serde_json::json!({ "over_limit": value, "day": rfc3339::format(day_start) }));
+        audit.events.push(super::events::license_limit(&l, t));
+        if ctx
+            .store
+            .set_over_limit(&lid, value.as_ref(), &audit)
+            .await?
+        {
+            changed += 1;
+            tracing::info!(lid = %lid, over = value.is_some(), "license usage against its included counts changed");
+        }
+    }
+    Ok(changed)
+}

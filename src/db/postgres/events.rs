@@ -376,8 +376,9 @@ impl EventStore for PgStore {
             .await
     }
 
-    async fn licenses_over_limit(&self) -> Result<Vec<String>> {
-        self.many(pg!(ev::OVER_LIMIT), &[], |r| Ok(r.try_get(0)?))
-            .await
+    async fn count_over_limit(&self) -> Result<i64> {
+        let c = self.pool.get().await?;
+        let st = c.prepare_cached(pg!(ev::OVER_LIMIT)).await?;
+        Ok(c.query_one(&st, &[]).await?.try_get(0)?)
     }
 }

@@ -68,10 +68,11 @@ impl PushStore for PgStore {
     }
 
     async fn finish_push(&self, id: &str, owner: &str, o: &PushOutcome) -> Result<bool> {
-        let c = self.pool.get().await?;
-        let n = c
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let n = tx
             .execute(
-                &c.prepare_cached(pg!(sql::FINISH_PUSH)).await?,
+                &tx.prepare_cached(pg!(sql::FINISH_PUSH)).await?,
                 &[
                     &id,
                     &owner,
@@ -86,6 +87,12 @@ impl PushStore for PgStore {
                 ],
             )
             .await?;
+        if n > 0 {
+            for e in &o.events {
+                super::events::insert_event(&tx, e, charter_token::now()).await?;
+            }
+        }
+        tx.commit().await?;
         Ok(n > 0)
     }
 

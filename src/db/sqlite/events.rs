@@ -349,8 +349,8 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn licenses_over_limit(&self) -> Result<Vec<String>> {
-        self.read(|c| all(c, ev::OVER_LIMIT, [], |r| r.get(0).map_err(Into::into)))
+    async fn count_over_limit(&self) -> Result<i64> {
+        self.read(|c| Ok(c.row(ev::OVER_LIMIT, [], |r| r.get(0))?))
             .await
     }
 }

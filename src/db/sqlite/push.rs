@@ -98,8 +98,8 @@ impl PushStore for SqliteStore {
 
     async fn finish_push(&self, id: &str, owner: &str, outcome: &PushOutcome) -> Result<bool> {
         let (id, owner, o) = (id.to_string(), owner.to_string(), outcome.clone());
-        self.call(move |c| {
-            Ok(c.exec(
+        self.write(move |c| {
+            let done = c.exec(
                 sql::FINISH_PUSH,
                 params![
                     id,
@@ -113,7 +113,13 @@ impl PushStore for SqliteStore {
                     o.push_pending_jti,
                     o.token_expires_at
                 ],
-            )? > 0)
+            )? > 0;
+            if done {
+                for e in &o.events {
+                    super::events::insert_event(c, e, charter_token::now())?;
+                }
+            }
+            Ok(done)
         })
         .await
     }
