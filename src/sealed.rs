@@ -171,7 +171,10 @@ impl Sealer {
 
     /// Seals the signing secret of webhook endpoint `id`.
     pub fn seal_webhook_secret(&self, secret: &str, id: &str) -> anyhow::Result<String> {
-        self.seal_bytes(secret.as_bytes(), format!("charter-webhook:{id}").as_bytes())
+        self.seal_bytes(
+            secret.as_bytes(),
+            format!("charter-webhook:{id}").as_bytes(),
+        )
     }
 
     /// Opens the signing secret of webhook endpoint `id`.

@@ -40,6 +40,10 @@ pub enum Action {
     KeysRead,
     /// Rotating the signing key (role Admin).
     KeysRotate,
+    /// Reading webhook endpoints and their deliveries (role Admin).
+    WebhooksRead,
+    /// Creating, changing, testing and deleting webhook endpoints (role Admin).
+    WebhooksWrite,
 }
 
 impl Action {
@@ -57,6 +61,8 @@ impl Action {
             Action::AuditRead => "audit:read",
             Action::KeysRead => "keys:read",
             Action::KeysRotate => "keys:rotate",
+            Action::WebhooksRead => "webhooks:read",
+            Action::WebhooksWrite => "webhooks:write",
         }
     }
 }

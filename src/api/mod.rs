@@ -31,6 +31,7 @@ pub mod products;
 pub mod serviceaccounts;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 
 pub use error::{ApiError, ApiResult};
 
@@ -101,6 +102,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(keys::router())
         .merge(usage::router())
+        .merge(webhooks::router())
 }
 
 /// The OpenAPI document of the API.

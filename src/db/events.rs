@@ -49,8 +49,12 @@ pub trait EventStore: Send + Sync {
     async fn list_webhooks(&self) -> Result<Vec<Webhook>>;
     /// Writes URL, description, event types and `enabled` (and
     /// `disabled_reason`) if the row is at `version`; returns the row.
-    async fn update_webhook(&self, w: &Webhook, version: i64, audit: &AuditEvent)
-    -> Result<Webhook>;
+    async fn update_webhook(
+        &self,
+        w: &Webhook,
+        version: i64,
+        audit: &AuditEvent,
+    ) -> Result<Webhook>;
     /// Replaces the secret; the one it replaces keeps signing until
     /// `previous_until`.
     async fn rotate_webhook_secret(
@@ -75,7 +79,8 @@ pub trait EventStore: Send + Sync {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<Delivery>;
-    /// Leases up to `limit` due deliveries of enabled endpoints to `owner`
+    /// Leases up to `limit` due deliveries of enabled endpoints (and test
+    /// events to any endpoint) to `owner`
     /// until `lease_until`, oldest first.
     async fn claim_deliveries(
         &self,
@@ -173,8 +178,9 @@ pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries (webhoo
 /// The due deliveries of enabled endpoints (?1 now, ?2 limit), served by
 /// the partial index `webhook_deliveries_due`.
 pub(crate) const DUE: &str = "SELECT d.id FROM webhook_deliveries d JOIN webhooks w \
-    ON w.id = d.webhook_id WHERE d.state = 'pending' AND d.next_at <= ?1 \
-    AND (d.lease_until IS NULL OR d.lease_until <= ?1) AND w.enabled ORDER BY d.next_at LIMIT ?2";
+    ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id WHERE d.state = 'pending' \
+    AND d.next_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
+    AND (w.enabled OR e.type = 'webhook.test') ORDER BY d.next_at LIMIT ?2";
 /// A leased delivery with what an attempt needs.
 pub(crate) const JOB: &str = "SELECT d.id, d.attempts, d.created_at, w.id, w.url, w.secret, \
     w.previous_secret, w.previous_until, e.uid, e.type, e.at, e.payload \

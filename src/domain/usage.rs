@@ -205,10 +205,7 @@ pub fn over_included(
             continue;
         }
         if let Some(&used) = sums.get(counter).filter(|u| **u > included) {
-            over.insert(
-                counter.to_string(),
-                super::CounterOver { used, included },
-            );
+            over.insert(counter.to_string(), super::CounterOver { used, included });
         }
     }
     over
@@ -275,16 +272,15 @@ mod tests {
         // Instance a reported 9 then 4; b reported 7: 4 + 7.
         let sums = last_sums(&[r("a", 1, 9), r("b", 2, 7), r("a", 3, 4)]);
         assert_eq!(sums["users"], 11);
-        let mut terms: super::super::LicenseTerms =
-            serde_json::from_value(serde_json::json!({
-                "products": [], "limit_by": "users", "included_users": 10,
-                "included_admins": 0, "included_viewers": 0,
-                "max_concurrent_user_sessions": 0, "anonymous_ratio": 0,
-                "limits": {}, "features": [], "flags": {}, "trial": false,
-                "usage_billing": false, "details_url": "", "lic_exp_warn_days": 30,
-                "tok_exp_warn_days": 3, "update_days": 1, "token_ttl_days": 7
-            }))
-            .expect("terms");
+        let mut terms: super::super::LicenseTerms = serde_json::from_value(serde_json::json!({
+            "products": [], "limit_by": "users", "included_users": 10,
+            "included_admins": 0, "included_viewers": 0,
+            "max_concurrent_user_sessions": 0, "anonymous_ratio": 0,
+            "limits": {}, "features": [], "flags": {}, "trial": false,
+            "usage_billing": false, "details_url": "", "lic_exp_warn_days": 30,
+            "tok_exp_warn_days": 3, "update_days": 1, "token_ttl_days": 7
+        }))
+        .expect("terms");
         let over = over_included(&terms, &sums);
         assert_eq!(over["users"].used, 11);
         assert_eq!(over["users"].included, 10);

@@ -110,7 +110,8 @@ pub async fn check_limits(ctx: &Licensing, t: i64) -> Result<u64, crate::db::Sto
             ),
             None => None,
         };
-        audit.detail = Some(serde_json::json!({ "over_limit": value, "day": rfc3339::format(day_start) }));
+        audit.detail =
+            Some(serde_json::json!({ "over_limit": value, "day": rfc3339::format(day_start) }));
         audit.events.push(super::events::license_limit(&l, t));
         if ctx
             .store

@@ -126,7 +126,10 @@ fn apply(ctx: &Licensing, w: &mut Webhook, input: &WebhookInput) -> Result<()> {
     }
     if let Some(types) = &input.event_types {
         if types.is_empty() || types.len() > 50 {
-            return Err(Error::invalid("event_types", "must list 1 to 50 event types"));
+            return Err(Error::invalid(
+                "event_types",
+                "must list 1 to 50 event types",
+            ));
         }
         let mut list = Vec::with_capacity(types.len());
         for t in types {
@@ -416,11 +419,7 @@ fn failed(
         .and_then(|i| schedule.get(i))
         .filter(|_| !gone);
     let (state, next_at, disable) = match retry {
-        Some(delay) => (
-            DeliveryState::Pending,
-            Some(t + jitter(*delay)),
-            None,
-        ),
+        Some(delay) => (DeliveryState::Pending, Some(t + jitter(*delay)), None),
         None => {
             let (reason, since) = if gone {
                 ("the endpoint answered 410 Gone".to_string(), t + 1)

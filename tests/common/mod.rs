@@ -90,6 +90,10 @@ impl Data {
             push_interval_secs: Some(0),
             // Their instances and receivers listen on loopback.
             push_allow_private: true,
+            // Tests deliver webhooks and run the event scheduler themselves
+            // (`charter::licensing::webhooks::{run_once, schedule_once}`).
+            webhook_interval_secs: Some(0),
+            events_interval_secs: Some(0),
             ..Default::default()
         };
         change(&mut args);

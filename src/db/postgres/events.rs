@@ -125,13 +125,11 @@ impl EventStore for PgStore {
             )
             .await?;
         let Some(row) = row else {
-            return Err(
-                if exists(&tx, pg!(ev::WEBHOOK_EXISTS), &[&w.id]).await? {
-                    StoreError::Stale("webhook")
-                } else {
-                    webhook_not_found(&w.id)
-                },
-            );
+            return Err(if exists(&tx, pg!(ev::WEBHOOK_EXISTS), &[&w.id]).await? {
+                StoreError::Stale("webhook")
+            } else {
+                webhook_not_found(&w.id)
+            });
         };
         let updated = ev::webhook(&row)?;
         subscribe(&tx, &updated).await?;
@@ -202,7 +200,12 @@ impl EventStore for PgStore {
         let event_id: i64 = tx
             .query_one(
                 &st,
-                &[&NewEvent::new_uid(), &event.kind, &now, &Json(&event.payload)],
+                &[
+                    &NewEvent::new_uid(),
+                    &event.kind,
+                    &now,
+                    &Json(&event.payload),
+                ],
             )
             .await?
             .try_get(0)?;
@@ -217,7 +220,9 @@ impl EventStore for PgStore {
             ev::DELIVERY_COLS,
             ev::DELIVERY_FROM
         ));
-        let row = tx.query_one(&tx.prepare_cached(q).await?, &[&delivery]).await?;
+        let row = tx
+            .query_one(&tx.prepare_cached(q).await?, &[&delivery])
+            .await?;
         let d = ev::delivery(&row)?;
         tx.commit().await?;
         Ok(d)

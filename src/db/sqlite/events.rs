@@ -212,8 +212,9 @@ impl EventStore for SqliteStore {
                 params![NewEvent::new_uid(), event.kind, now, json(&event.payload)?],
                 |r| r.get(0),
             )?;
-            let delivery: i64 =
-                c.row(ev::INSERT_DELIVERY, params![id, event_id, now], |r| r.get(0))?;
+            let delivery: i64 = c.row(ev::INSERT_DELIVERY, params![id, event_id, now], |r| {
+                r.get(0)
+            })?;
             access::insert_audit(c, &audit)?;
             let q = format!(
                 "SELECT {} FROM {} WHERE d.id = ?1",
