@@ -499,7 +499,7 @@ impl WebhookConfig {
         Ok(WebhookConfig {
             interval: secs(a.webhook_interval_secs.unwrap_or(2)),
             timeout: secs(timeout),
-            lease: secs(timeout * 3 + 30),
+            lease: secs(timeout * 2 + 5),
             retry_schedule,
             refuse_private,
             concurrency: 16,

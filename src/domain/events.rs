@@ -228,7 +228,7 @@ mod tests {
             at: 1_700_000_000,
             payload: serde_json::json!({ "lid": "L" }),
         };
-        let v: Value = serde_json::from_str(&e.body()).unwrap();
+        let v: Value = serde_json::from_str(&e.body()).expect("JSON body");
         assert_eq!(v["type"], "license.revoked");
         assert_eq!(v["timestamp"], "2023-11-14T22:13:20Z");
         assert_eq!(v["data"]["lid"], "L");
