@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// Days of audit events kept; older ones are pruned [default: keep forever].
     #[arg(long, env = "CHARTER_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<i64>,
+    /// Days events are kept once no delivery waits for them; older ones are pruned with their deliveries; 0 keeps all [default: 30].
+    #[arg(long, env = "CHARTER_EVENT_RETENTION_DAYS")]
+    pub event_retention_days: Option<i64>,
     /// How often the prune job runs, in seconds [default: 3600].
     #[arg(long, env = "CHARTER_PRUNE_INTERVAL_SECS")]
     pub prune_interval_secs: Option<u64>,
@@ -238,6 +241,8 @@ impl KeyPolicy {
 pub struct Retention {
     pub token_history_days: Option<i64>,
     pub audit_days: Option<i64>,
+    /// Events no delivery waits for, kept this many days.
+    pub event_days: Option<i64>,
     /// How often the prune job runs.
     pub every: std::time::Duration,
 }
@@ -287,6 +292,7 @@ impl ServeArgs {
             key_poll_secs,
             token_history_days,
             audit_retention_days,
+            event_retention_days,
             prune_interval_secs,
             webhook_interval_secs,
             webhook_timeout_secs,
@@ -408,9 +414,14 @@ impl Config {
         if !(1..=86_400 * 7).contains(&every) {
             bail!("prune_interval_secs must be between 1 and 604800, not {every}");
         }
+        let event_days = a.event_retention_days.unwrap_or(30);
+        if !(0..=36_500).contains(&event_days) {
+            bail!("event_retention_days must be between 0 and 36500, not {event_days}");
+        }
         let retention = Retention {
             token_history_days: (token_history_days > 0).then_some(token_history_days),
             audit_days: a.audit_retention_days,
+            event_days: (event_days > 0).then_some(event_days),
             every: std::time::Duration::from_secs(every),
         };
         Ok(Config {
@@ -639,6 +650,7 @@ prune_interval_secs = 60
             Retention {
                 token_history_days: Some(30),
                 audit_days: Some(90),
+                event_days: Some(30),
                 every: std::time::Duration::from_secs(60),
             }
         );

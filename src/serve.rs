@@ -187,7 +187,9 @@ async fn start_push_job(
     use tokio_cron_scheduler::{Job, JobScheduler};
     let interval = state.pusher.config.interval;
     let retention = state.config.retention;
-    let prune = retention.token_history_days.is_some() || retention.audit_days.is_some();
+    let prune = retention.token_history_days.is_some()
+        || retention.audit_days.is_some()
+        || retention.event_days.is_some();
     if interval.is_zero() && !prune {
         return Ok(None);
     }

@@ -590,7 +590,49 @@ async fn usage_over_the_included_count_sets_over_limit_and_clears_it(backend: Ba
     app.stop().await;
 }
 
+/// Retention: events no delivery waits for go (with their deliveries);
+/// one with a delivery pending stays.
+async fn old_events_are_pruned_unless_a_delivery_waits(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let ok = Receiver::start().await;
+    let down = Receiver::start().await;
+    down.status.store(503, Ordering::SeqCst);
+    let (a, _) = hook(&app, &ok.url, &["license.created"]).await;
+    let (b, _) = hook(&app, &down.url, &["license.created"]).await;
+    let l = app.license(json!({})).await;
+    let lid = l["lid"].as_str().expect("lid");
+    // license.updated: recorded, and nobody subscribes.
+    let (s, _) = app
+        .patch(
+            &format!("/api/licenses/{lid}"),
+            json!({"included_users": 3}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    deliver(&app).await;
+    let store = &app.state().store;
+    let later = charter_token::now() + 60;
+    assert_eq!(store.prune_events(later, 100).await.expect("prune"), 1);
+    let (_, d) = app.get(&format!("/api/webhooks/{a}/deliveries")).await;
+    assert_eq!(d["items"].as_array().map(Vec::len), Some(1), "{d}");
+    // Nothing recent goes.
+    assert_eq!(
+        store
+            .prune_events(charter_token::now() - 3600, 100)
+            .await
+            .expect("prune"),
+        0
+    );
+    let (s, _) = app.delete(&format!("/api/webhooks/{b}")).await;
+    assert_eq!(s, 204);
+    assert_eq!(store.prune_events(later, 100).await.expect("prune"), 1);
+    let (_, d) = app.get(&format!("/api/webhooks/{a}/deliveries")).await;
+    assert_eq!(d["items"], json!([]), "its deliveries went with it");
+    app.stop().await;
+}
+
 both_stores!(
+    old_events_are_pruned_unless_a_delivery_waits,
     events_are_recorded_with_their_change_and_delivered_signed,
     only_admins_manage_webhooks_and_bad_input_is_named,
     private_endpoints_are_refused_by_default,

@@ -127,6 +127,9 @@ pub trait EventStore: Send + Sync {
     ) -> Result<bool>;
     /// Licenses with usage reports in `[from, to)`.
     async fn licenses_reporting(&self, from: i64, to: i64) -> Result<Vec<String>>;
+    /// Deletes up to `batch` events recorded before `before` that no
+    /// delivery waits for (their deliveries go with them); how many.
+    async fn prune_events(&self, before: i64, batch: i64) -> Result<u64>;
     /// How many licenses have `over_limit` set.
     async fn count_over_limit(&self) -> Result<i64>;
 }
@@ -209,6 +212,10 @@ pub(crate) const OVER_ON: &str = "UPDATE licenses SET over_limit = ?2, updated_a
 /// ?1 lid, ?2 now: turns it off.
 pub(crate) const OVER_OFF: &str = "UPDATE licenses SET over_limit = NULL, updated_at = ?2, \
     version = version + 1 WHERE lid = ?1 AND status = 'active' AND over_limit IS NOT NULL";
+/// ?1 before, ?2 batch: the oldest events no delivery waits for.
+pub(crate) const PRUNE_EVENTS: &str = "DELETE FROM events WHERE id IN (SELECT e.id FROM events e \
+    WHERE e.at < ?1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id \
+    AND d.state = 'pending') ORDER BY e.at LIMIT ?2)";
 /// ?1 from, ?2 to.
 pub(crate) const REPORTING: &str =
     "SELECT DISTINCT lid FROM usage_reports WHERE at >= ?1 AND at < ?2";

@@ -20,7 +20,33 @@ pub const PAUSE: Duration = Duration::from_millis(20);
 
 /// One prune as configured: `None` when another run or replica is pruning.
 pub async fn run_once(ctx: &Licensing) -> Result<Option<Pruned>, StoreError> {
-    run(ctx, BATCH, PAUSE).await
+    let pruned = run(ctx, BATCH, PAUSE).await?;
+    prune_events(ctx, BATCH, PAUSE).await?;
+    Ok(pruned)
+}
+
+/// Deletes the events older than `--event-retention-days` that no
+/// delivery waits for (with their deliveries), a batch at a time. Replicas
+/// doing it at once delete each row once. Returns how many.
+pub async fn prune_events(ctx: &Licensing, batch: i64, pause: Duration) -> Result<u64, StoreError> {
+    let Some(days) = ctx.config.retention.event_days else {
+        return Ok(0);
+    };
+    let before = now() - days * 86_400;
+    let mut total = 0;
+    loop {
+        let n = ctx.store.prune_events(before, batch).await?;
+        total += n;
+        if n < batch as u64 {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    ctx.metrics.pruned("events", total);
+    if total > 0 {
+        tracing::info!(events = total, "pruned");
+    }
+    Ok(total)
 }
 
 /// [`run_once`] with another batch size and pause.

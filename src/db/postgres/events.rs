@@ -381,6 +381,12 @@ impl EventStore for PgStore {
             .await
     }
 
+    async fn prune_events(&self, before: i64, batch: i64) -> Result<u64> {
+        let c = self.pool.get().await?;
+        let st = c.prepare_cached(pg!(ev::PRUNE_EVENTS)).await?;
+        Ok(c.execute(&st, &[&before, &batch]).await?)
+    }
+
     async fn count_over_limit(&self) -> Result<i64> {
         let c = self.pool.get().await?;
         let st = c.prepare_cached(pg!(ev::OVER_LIMIT)).await?;

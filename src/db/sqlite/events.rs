@@ -350,6 +350,11 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn prune_events(&self, before: i64, batch: i64) -> Result<u64> {
+        self.write(move |c| Ok(c.exec(ev::PRUNE_EVENTS, params![before, batch])? as u64))
+            .await
+    }
+
     async fn count_over_limit(&self) -> Result<i64> {
         self.read(|c| Ok(c.row(ev::OVER_LIMIT, [], |r| r.get(0))?))
             .await
