@@ -631,7 +631,70 @@ async fn old_events_are_pruned_unless_a_delivery_waits(backend: Backend) {
     app.stop().await;
 }
 
+/// Two admins on two replicas change different fields of one endpoint at
+/// once, many times: neither change is lost, and each made one audit event.
+async fn racing_changes_of_an_endpoint_keep_both(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let other = charter::serve::start(app.data.config())
+        .await
+        .expect("second replica");
+    let other_base = format!("http://{}", other.addr);
+    let (id, _) = hook(&app, "https://crm.example.com/hook", &["license.created"]).await;
+    let patch = |base: String, body: Value| {
+        let (http, id) = (app.http.clone(), id.clone());
+        async move {
+            let res = http
+                .patch(format!("{base}/api/webhooks/{id}"))
+                .basic_auth(common::ADMIN.0, Some(common::ADMIN.1))
+                .json(&body)
+                .send()
+                .await
+                .expect("patch");
+            res.status().as_u16()
+        }
+    };
+    for round in 0..10 {
+        let types = if round % 2 == 0 {
+            json!(["license.created", "license.revoked"])
+        } else {
+            json!(["license.created", "license.expiring"])
+        };
+        let (a, b) = tokio::join!(
+            patch(
+                app.base.clone(),
+                json!({"description": format!("round {round}")})
+            ),
+            patch(other_base.clone(), json!({"event_types": types.clone()})),
+        );
+        assert_eq!((a, b), (200, 200), "round {round}");
+        let (_, w) = app.get(&format!("/api/webhooks/{id}")).await;
+        assert_eq!(w["description"], format!("round {round}"), "{w}");
+        assert_eq!(w["event_types"], types, "{w}");
+    }
+    let (_, audit) = app
+        .get(&format!(
+            "/api/audit?action=webhook.update&target_id={id}&per_page=100"
+        ))
+        .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(20), "{audit}");
+    // The subscriptions follow the last change: a revocation is not sent.
+    let rx = Receiver::start().await;
+    let (s, _) = app
+        .patch(&format!("/api/webhooks/{id}"), json!({"url": rx.url}))
+        .await;
+    assert_eq!(s, 200);
+    let l = app.license(json!({})).await;
+    let lid = l["lid"].as_str().expect("lid");
+    app.post(&format!("/api/licenses/{lid}/revoke"), json!({}))
+        .await;
+    deliver(&app).await;
+    assert_eq!(rx.kinds(), ["license.created"]);
+    other.stop().await.expect("stops");
+    app.stop().await;
+}
+
 both_stores!(
+    racing_changes_of_an_endpoint_keep_both,
     old_events_are_pruned_unless_a_delivery_waits,
     events_are_recorded_with_their_change_and_delivered_signed,
     only_admins_manage_webhooks_and_bad_input_is_named,
