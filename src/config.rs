@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// Days of audit events kept; older ones are pruned [default: keep forever].
     #[arg(long, env = "CHARTER_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<i64>,
+    /// Days of usage reports kept as sent; older ones are rolled up into one report per instance and day with each counter's maximum [default: 400].
+    #[arg(long, env = "CHARTER_USAGE_RETENTION_DAYS")]
+    pub usage_retention_days: Option<i64>,
     /// How often the prune job runs, in seconds [default: 3600].
     #[arg(long, env = "CHARTER_PRUNE_INTERVAL_SECS")]
     pub prune_interval_secs: Option<u64>,
@@ -220,11 +223,13 @@ impl KeyPolicy {
     }
 }
 
-/// Retention of token history and audit events (`None`: kept forever).
+/// Retention of token history and audit events (`None`: kept forever),
+/// and of usage reports as sent (older ones are rolled up, not dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     pub token_history_days: Option<i64>,
     pub audit_days: Option<i64>,
+    pub usage_days: i64,
     /// How often the prune job runs.
     pub every: std::time::Duration,
 }
@@ -274,6 +279,7 @@ impl ServeArgs {
             key_poll_secs,
             token_history_days,
             audit_retention_days,
+            usage_retention_days,
             prune_interval_secs
         );
         self.no_migrate |= file.no_migrate;
@@ -386,6 +392,10 @@ impl Config {
         {
             bail!("audit_retention_days must be between 1 and 36500, not {days}");
         }
+        let usage_days = a.usage_retention_days.unwrap_or(400);
+        if !(1..=36_500).contains(&usage_days) {
+            bail!("usage_retention_days must be between 1 and 36500, not {usage_days}");
+        }
         let every = a.prune_interval_secs.unwrap_or(3600);
         if !(1..=86_400 * 7).contains(&every) {
             bail!("prune_interval_secs must be between 1 and 604800, not {every}");
@@ -393,6 +403,7 @@ impl Config {
         let retention = Retention {
             token_history_days: (token_history_days > 0).then_some(token_history_days),
             audit_days: a.audit_retention_days,
+            usage_days,
             every: std::time::Duration::from_secs(every),
         };
         Ok(Config {
@@ -514,6 +525,7 @@ renew_limit_window_secs = 13
 trusted_proxies = "10.0.0.0/8, 192.168.1.7"
 token_history_days = 30
 audit_retention_days = 90
+usage_retention_days = 200
 prune_interval_secs = 60
 "#,
         )
@@ -569,6 +581,7 @@ prune_interval_secs = 60
             Retention {
                 token_history_days: Some(30),
                 audit_days: Some(90),
+                usage_days: 200,
                 every: std::time::Duration::from_secs(60),
             }
         );

@@ -2,6 +2,13 @@
 //! buckets (hour, day or month, UTC), each counter's maximum and last value
 //! per instance and summed over the instances (each instance counts once
 //! per bucket: its own last report in it).
+//!
+//! Reports older than the usage retention are rolled up ([`daily_max`]):
+//! one `daily` report per instance and day, at the start of the day, with
+//! each counter's maximum. The series takes it as that day's one report,
+//! so its maximum is also its last value; a day or month bucket shows the
+//! same maxima as before the roll-up, an hour bucket shows the whole day
+//! in its first hour.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +24,26 @@ pub struct UsageReport {
     /// When the issuer received it (the renewed token's `iat`).
     pub at: i64,
     pub counters: BTreeMap<String, i64>,
+    /// A rolled-up day: at the start of the day, each counter's maximum
+    /// over the day's reports.
+    pub daily: bool,
+}
+
+/// Each counter's maximum over `reports` (counters as stored, JSON
+/// objects); values that are not integers are left out.
+pub fn daily_max<'a>(
+    reports: impl IntoIterator<Item = &'a serde_json::Value>,
+) -> BTreeMap<String, i64> {
+    let mut max: BTreeMap<String, i64> = BTreeMap::new();
+    for counters in reports.into_iter().filter_map(|c| c.as_object()) {
+        for (name, value) in counters {
+            let Some(v) = value.as_i64() else { continue };
+            max.entry(name.clone())
+                .and_modify(|m| *m = (*m).max(v))
+                .or_insert(v);
+        }
+    }
+    max
 }
 
 /// The width of a bucket, in UTC.
@@ -179,7 +206,44 @@ mod tests {
             instance_id: instance.into(),
             at,
             counters: BTreeMap::from([("users".to_string(), users)]),
+            daily: false,
         }
+    }
+
+    #[test]
+    fn a_rolled_up_day_keeps_its_maxima_in_the_series() {
+        let day = 20_000 * 86_400;
+        let reports = [
+            report("a", day + 3600, 9),
+            report("a", day + 7200, 4),
+            report("b", day + 100, 3),
+            report("a", day + 86_400 + 60, 2),
+        ];
+        let json: Vec<serde_json::Value> = reports[..2]
+            .iter()
+            .map(|r| serde_json::json!(r.counters))
+            .chain([serde_json::json!({"users": "many", "ratio": 0.5})])
+            .collect();
+        let rolled = UsageReport {
+            instance_id: "a".into(),
+            at: day,
+            counters: daily_max(&json),
+            daily: true,
+        };
+        assert_eq!(rolled.counters, BTreeMap::from([("users".to_string(), 9)]));
+        let after = [rolled, reports[2].clone(), reports[3].clone()];
+        let (before, after) = (series(&reports, Bucket::Day), series(&after, Bucket::Day));
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(b.start, a.start);
+            for (id, counters) in &b.instances {
+                for (name, s) in counters {
+                    assert_eq!(a.instances[id][name].max, s.max, "{id} {name}");
+                }
+            }
+        }
+        assert_eq!(after[0].instances["a"]["users"], Stat { max: 9, last: 9 });
+        assert_eq!(series(&after, Bucket::Hour)[0].start, day);
     }
 
     #[test]
