@@ -143,25 +143,32 @@ pub(crate) fn batch_range(ats: &[i64], batch: i64, before: i64) -> Option<(i64, 
 /// report, each counter's maximum over the day's raw reports and its
 /// daily report if it has one already (then updated, else inserted).
 pub(crate) fn roll(rows: &[Stored]) -> Vec<Rolled> {
-    // (instance, day) → (its daily report, its reports)
-    let mut days: BTreeMap<(&str, i64), (Option<i64>, Vec<&serde_json::Value>, bool)> =
-        BTreeMap::new();
+    /// One instance's day.
+    #[derive(Default)]
+    struct Day<'a> {
+        /// Its daily report, if rolled up before.
+        daily: Option<i64>,
+        reports: Vec<&'a serde_json::Value>,
+        /// Whether it has a report to roll up.
+        raw: bool,
+    }
+    let mut days: BTreeMap<(&str, i64), Day<'_>> = BTreeMap::new();
     for r in rows {
-        let (daily, counters, raw) = days
+        let day = days
             .entry((r.instance_id.as_str(), Bucket::Day.start(r.at)))
             .or_default();
         if r.daily {
-            daily.get_or_insert(r.id);
+            day.daily.get_or_insert(r.id);
         } else {
-            *raw = true;
+            day.raw = true;
         }
-        counters.push(&r.counters);
+        day.reports.push(&r.counters);
     }
     days.into_iter()
-        .filter(|(_, (_, _, raw))| *raw)
-        .map(|((instance_id, day), (daily, reports, _))| {
-            let counters = daily_max(reports);
-            match daily {
+        .filter(|(_, d)| d.raw)
+        .map(|((instance_id, day), d)| {
+            let counters = daily_max(d.reports);
+            match d.daily {
                 Some(id) => Rolled::Update { id, counters },
                 None => Rolled::Insert {
                     instance_id: instance_id.to_string(),

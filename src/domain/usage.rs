@@ -231,8 +231,8 @@ mod tests {
             daily: true,
         };
         assert_eq!(rolled.counters, BTreeMap::from([("users".to_string(), 9)]));
-        let after = [rolled, reports[2].clone(), reports[3].clone()];
-        let (before, after) = (series(&reports, Bucket::Day), series(&after, Bucket::Day));
+        let kept = [rolled, reports[2].clone(), reports[3].clone()];
+        let (before, after) = (series(&reports, Bucket::Day), series(&kept, Bucket::Day));
         assert_eq!(before.len(), after.len());
         for (b, a) in before.iter().zip(&after) {
             assert_eq!(b.start, a.start);
@@ -243,7 +243,7 @@ mod tests {
             }
         }
         assert_eq!(after[0].instances["a"]["users"], Stat { max: 9, last: 9 });
-        assert_eq!(series(&after, Bucket::Hour)[0].start, day);
+        assert_eq!(series(&kept, Bucket::Hour)[0].start, day);
     }
 
     #[test]
