@@ -5,19 +5,67 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::IsolationLevel;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{FromSql, Json, Type};
 
 use super::{Param, PgStore};
 use crate::db::rows::Cells;
 use crate::db::usage::{self, Rolled, UsageStore};
 use crate::db::{Result, sql};
 use crate::domain::UsageReport;
+use crate::domain::usage::SeriesBuilder;
 
 #[async_trait]
 impl UsageStore for PgStore {
     async fn usage_reports(&self, lid: &str, from: i64, to: i64) -> Result<Vec<UsageReport>> {
         self.many(pg!(usage::RANGE), &[&lid, &from, &to], usage::report)
             .await
+    }
+
+    async fn usage_series(
+        &self,
+        lid: &str,
+        from: i64,
+        to: i64,
+        mut series: SeriesBuilder,
+    ) -> Result<SeriesBuilder> {
+        let c = self.pool.get().await?;
+        let st = c.prepare_cached(pg!(usage::FOLD)).await?;
+        for r in c.query(&st, &[&lid, &from, &to]).await? {
+            let instance: &str = r.try_get(0)?;
+            let RawJson(counters) = r.try_get(3)?;
+            usage::fold(
+                &mut series,
+                instance,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                counters,
+            )?;
+        }
+        Ok(series)
+    }
+}
+
+/// A `json` or `jsonb` value as its text, borrowed from the row (no
+/// `serde_json::Value` in between).
+struct RawJson<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for RawJson<'a> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty != Type::JSONB {
+            return Ok(RawJson(raw));
+        }
+        // jsonb's binary format: a version byte, then the text.
+        match raw.split_first() {
+            Some((1, text)) => Ok(RawJson(text)),
+            _ => Err("unsupported jsonb version".into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON || *ty == Type::JSONB
     }
 }
 

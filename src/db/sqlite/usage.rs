@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
 
-use super::{Cached, SqliteStore, all, in_tx, json, one};
+use super::{Cached, SqliteStore, all, in_tx, internal, json, one};
 use crate::db::Result;
 use crate::db::rows::Cells;
 use crate::db::sql;
 use crate::db::usage::{self, Rolled, UsageStore};
 use crate::domain::UsageReport;
+use crate::domain::usage::SeriesBuilder;
 
 #[async_trait]
 impl UsageStore for SqliteStore {
@@ -21,6 +22,27 @@ impl UsageStore for SqliteStore {
             all(c, usage::RANGE, params![lid, from, to], |r| {
                 usage::report(r)
             })
+        })
+        .await
+    }
+
+    async fn usage_series(
+        &self,
+        lid: &str,
+        from: i64,
+        to: i64,
+        mut series: SeriesBuilder,
+    ) -> Result<SeriesBuilder> {
+        let lid = lid.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(usage::FOLD)?;
+            let mut rows = st.query(params![lid, from, to])?;
+            while let Some(r) = rows.next()? {
+                let instance = r.get_ref(0)?.as_str().map_err(internal)?;
+                let counters = r.get_ref(3)?.as_bytes().map_err(internal)?;
+                usage::fold(&mut series, instance, r.get(1)?, r.get(2)?, counters)?;
+            }
+            Ok(series)
         })
         .await
     }
