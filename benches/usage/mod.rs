@@ -7,9 +7,12 @@
 //! days up to now (three counters each). Timed: `GET
 //! /api/licenses/{lid}/usage?bucket=day` over the whole range, one request
 //! at a time, `LOAD_USAGE_N` (default 100) times after one to warm up;
-//! median and p99 against the goal (< 50 ms), next to `GET
-//! /api/licenses/{lid}` on the same issuer in the same run (what the HTTP
-//! layer, authentication and one read cost).
+//! median and p99 against the goal (< 50 ms), next to, in the same run,
+//! the floor of any such query: the same rows (`instance_id, at, id,
+//! counters` of the license in the range) read by a client of the
+//! database in the bench process, nothing done with them; and `GET
+//! /api/licenses/{lid}` on the same issuer (what the HTTP layer,
+//! authentication and one read cost).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -111,6 +114,7 @@ async fn one_store(
     let (lat, bytes, buckets) = timed(&http, &usage, n).await?;
     anyhow::ensure!(buckets >= 90, "{buckets} buckets");
     let (reference, _, _) = timed(&http, &format!("{}/api/licenses/{lid}", proc.base), n).await?;
+    let floor = db_floor(kind, &store.url, dir, &lid, (from - from % DAY, to + 1), n).await?;
     let wall: Duration = lat.iter().sum();
     let (p50, p99) = (percentile_ms(&lat, 0.5), percentile_ms(&lat, 0.99));
     drop(proc);
@@ -125,7 +129,9 @@ async fn one_store(
         p99: format!("{p99:.2}"),
         figure: format!("{buckets} day buckets x {INSTANCES} instances, {bytes} B, {n} requests"),
         reference: format!(
-            "GET license p50 {:.2}, p99 {:.2} ms",
+            "the same rows read from the database alone p50 {:.2}, p99 {:.2} ms; GET license p50 {:.2}, p99 {:.2} ms",
+            percentile_ms(&floor, 0.5),
+            percentile_ms(&floor, 0.99),
             percentile_ms(&reference, 0.5),
             percentile_ms(&reference, 0.99)
         ),
@@ -157,6 +163,59 @@ async fn timed(
         lat.push(t.elapsed());
     }
     Ok((lat, body.len(), buckets))
+}
+
+/// Latencies of reading the rows the usage query reads, `reps` times after
+/// one to warm up, straight from the database (SQLite: a connection of the
+/// bench; PostgreSQL: a client of the bench): the floor of the query.
+async fn db_floor(
+    kind: &str,
+    url: &str,
+    dir: &Path,
+    lid: &str,
+    (from, to): (i64, i64),
+    reps: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    const SQL: &str = "SELECT instance_id, at, id, counters FROM usage_reports \
+         WHERE lid = $1 AND at >= $2 AND at < $3";
+    if kind == "sqlite" {
+        let (path, lid) = (dir.join("charter.db"), lid.to_string());
+        return tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Duration>> {
+            let c = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            let mut st = c.prepare(&SQL.replace('$', "?"))?;
+            let mut lat = Vec::with_capacity(reps);
+            for i in 0..=reps {
+                let t = Instant::now();
+                let mut rows = st.query(rusqlite::params![lid, from, to])?;
+                let mut bytes = 0;
+                while let Some(r) = rows.next()? {
+                    bytes += r.get_ref(0)?.as_bytes()?.len() + r.get_ref(3)?.as_bytes()?.len();
+                }
+                anyhow::ensure!(bytes > 0, "no rows");
+                if i > 0 {
+                    lat.push(t.elapsed());
+                }
+            }
+            Ok(lat)
+        })
+        .await?;
+    }
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let st = client.prepare(SQL).await?;
+    let mut lat = Vec::with_capacity(reps);
+    for i in 0..=reps {
+        let t = Instant::now();
+        let rows = client.query(&st, &[&lid, &from, &to]).await?;
+        anyhow::ensure!(!rows.is_empty(), "no rows");
+        if i > 0 {
+            lat.push(t.elapsed());
+        }
+    }
+    Ok(lat)
 }
 
 /// `reports` usage reports of `lid` through the schema: report `g` of
