@@ -14,6 +14,8 @@
 //!
 //! `LOAD_SCALE=1` runs the scale bench instead (`benches/scale/mod.rs`:
 //! `LOAD_SCALE_SIZES`, default `10000`, `LOAD_SCALE_RENEWERS`, default 1000).
+//! `LOAD_USAGE=1` runs the usage-query rows instead (`benches/usage/mod.rs`:
+//! `LOAD_USAGE_REPORTS`, default 100000, `LOAD_USAGE_N`, default 100).
 //!
 //! Scenarios: (1) `POST /api/tokens/renew` from many distinct instances, RS256
 //! then EdDSA, issuer CPU per renewal from /proc next to one raw aws-lc-rs
@@ -36,6 +38,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "scale/mod.rs"]
 mod scale;
+#[path = "usage/mod.rs"]
+mod usage;
 
 const ADMIN_PW: &str = "bench-password-1";
 const INSTANCE_PW: &str = "instance-pw-1";
@@ -513,6 +517,15 @@ fn print_table(rows: &[Row], load: &str) {
 async fn run() -> anyhow::Result<()> {
     if env_or("LOAD_SCALE", 0) != 0 {
         return scale::run().await;
+    }
+    if env_or("LOAD_USAGE", 0) != 0 {
+        let load_before = loadavg();
+        let rows = usage::run().await?;
+        print_table(
+            &rows,
+            &format!("{load_before} (start), {} (end)", loadavg()),
+        );
+        return Ok(());
     }
     let n: usize = env_or("LOAD_N", 2000);
     let conc: usize = env_or("LOAD_CONCURRENCY", 16);

@@ -8,7 +8,8 @@
 # Prints one table. Knobs: see the top of benches/load.rs (LOAD_N,
 # LOAD_CONCURRENCY, LOAD_STORES, LOAD_PUSH, LOAD_CHECK_SECS, CHARTER_LOG).
 # LOAD_SCALE=1 runs the scale bench instead (benches/scale/mod.rs;
-# LOAD_SCALE_SIZES=10000,100000,1000000).
+# LOAD_SCALE_SIZES=10000,100000,1000000). LOAD_USAGE=1 runs the usage-query
+# rows instead (benches/usage/mod.rs: 100k usage reports, GET .../usage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin charter

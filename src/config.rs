@@ -125,6 +125,9 @@ pub struct ServeArgs {
     /// Days events are kept once no delivery waits for them; older ones are pruned with their deliveries; 0 keeps all [default: 30].
     #[arg(long, env = "CHARTER_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<i64>,
+    /// Days of usage reports kept as sent; older ones are rolled up into one report per instance and day with each counter's maximum [default: 400].
+    #[arg(long, env = "CHARTER_USAGE_RETENTION_DAYS")]
+    pub usage_retention_days: Option<i64>,
     /// How often the prune job runs, in seconds [default: 3600].
     #[arg(long, env = "CHARTER_PRUNE_INTERVAL_SECS")]
     pub prune_interval_secs: Option<u64>,
@@ -236,13 +239,15 @@ impl KeyPolicy {
     }
 }
 
-/// Retention of token history and audit events (`None`: kept forever).
+/// Retention of token history and audit events (`None`: kept forever),
+/// and of usage reports as sent (older ones are rolled up, not dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     pub token_history_days: Option<i64>,
     pub audit_days: Option<i64>,
     /// Events no delivery waits for, kept this many days.
     pub event_days: Option<i64>,
+    pub usage_days: i64,
     /// How often the prune job runs.
     pub every: std::time::Duration,
 }
@@ -293,6 +298,7 @@ impl ServeArgs {
             token_history_days,
             audit_retention_days,
             event_retention_days,
+            usage_retention_days,
             prune_interval_secs,
             webhook_interval_secs,
             webhook_timeout_secs,
@@ -410,6 +416,10 @@ impl Config {
         {
             bail!("audit_retention_days must be between 1 and 36500, not {days}");
         }
+        let usage_days = a.usage_retention_days.unwrap_or(400);
+        if !(1..=36_500).contains(&usage_days) {
+            bail!("usage_retention_days must be between 1 and 36500, not {usage_days}");
+        }
         let every = a.prune_interval_secs.unwrap_or(3600);
         if !(1..=86_400 * 7).contains(&every) {
             bail!("prune_interval_secs must be between 1 and 604800, not {every}");
@@ -422,6 +432,7 @@ impl Config {
             token_history_days: (token_history_days > 0).then_some(token_history_days),
             audit_days: a.audit_retention_days,
             event_days: (event_days > 0).then_some(event_days),
+            usage_days,
             every: std::time::Duration::from_secs(every),
         };
         Ok(Config {
@@ -595,6 +606,7 @@ renew_limit_window_secs = 13
 trusted_proxies = "10.0.0.0/8, 192.168.1.7"
 token_history_days = 30
 audit_retention_days = 90
+usage_retention_days = 200
 prune_interval_secs = 60
 "#,
         )
@@ -651,6 +663,7 @@ prune_interval_secs = 60
                 token_history_days: Some(30),
                 audit_days: Some(90),
                 event_days: Some(30),
+                usage_days: 200,
                 every: std::time::Duration::from_secs(60),
             }
         );

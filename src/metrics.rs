@@ -84,7 +84,8 @@ pub struct Metrics {
     pub renewals_refused: Family<ReasonLabels, Counter>,
     /// Push deliveries, by dialect and outcome.
     pub pushes: Family<PushLabels, Counter>,
-    /// Rows pruned by retention, by what (`tokens`, `audit`).
+    /// Rows pruned by retention, by what (`tokens`, `audit`, `usage`: usage
+    /// reports rolled up into daily ones).
     pub pruned: Family<WhatLabels, Counter>,
     licenses: Family<StateLabels, Gauge>,
     licenses_expiring: Family<WindowLabels, Gauge>,
@@ -151,7 +152,7 @@ impl Metrics {
         let pruned = Family::<WhatLabels, Counter>::default();
         registry.register(
             "pruned",
-            "Rows deleted by retention (--token-history-days, --audit-retention-days), by what",
+            "Rows deleted by retention (--token-history-days, --audit-retention-days; usage: reports rolled up after --usage-retention-days), by what",
             pruned.clone(),
         );
         let licenses = Family::<StateLabels, Gauge>::default();

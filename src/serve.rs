@@ -180,36 +180,29 @@ impl Server {
 }
 
 /// Runs the push job every `push_interval_secs` (none when 0), and the
-/// prune job every `prune_interval_secs` when something is to be pruned.
+/// prune job every `prune_interval_secs` (there is always something to do:
+/// usage reports are rolled up after `--usage-retention-days`).
 async fn start_push_job(
     state: &AppState,
 ) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
     use tokio_cron_scheduler::{Job, JobScheduler};
     let interval = state.pusher.config.interval;
     let retention = state.config.retention;
-    let prune = retention.token_history_days.is_some()
-        || retention.audit_days.is_some()
-        || retention.event_days.is_some();
-    if interval.is_zero() && !prune {
-        return Ok(None);
-    }
     let scheduler = JobScheduler::new().await?;
-    if prune {
-        let job_state = state.clone();
-        scheduler
-            .add(Job::new_repeated_async(
-                retention.every,
-                move |_id, _lock| {
-                    let state = job_state.clone();
-                    Box::pin(async move {
-                        if let Err(e) = crate::licensing::retention::run_once(&state).await {
-                            tracing::warn!(error = %e, "prune run failed");
-                        }
-                    })
-                },
-            )?)
-            .await?;
-    }
+    let job_state = state.clone();
+    scheduler
+        .add(Job::new_repeated_async(
+            retention.every,
+            move |_id, _lock| {
+                let state = job_state.clone();
+                Box::pin(async move {
+                    if let Err(e) = crate::licensing::retention::run_once(&state).await {
+                        tracing::warn!(error = %e, "prune run failed");
+                    }
+                })
+            },
+        )?)
+        .await?;
     if interval.is_zero() {
         scheduler.start().await?;
         return Ok(Some(scheduler));

@@ -1,17 +1,25 @@
 //! Retention (issue 17): the prune job deletes old token history except
 //! what instances still hold, and old audit events; in batches; one run at
-//! a time (on PostgreSQL across replicas).
+//! a time (on PostgreSQL across replicas). And (issue 15) it rolls old
+//! usage reports up into daily maxima.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use charter::domain::UsageReport;
+use charter::domain::rfc3339;
+use charter::domain::usage::Bucket;
 use charter::licensing::retention;
 use common::{Backend, TestApp};
 use serde_json::{Value, json};
 
-both_stores!(prune_keeps_what_instances_hold_and_recent_rows);
+both_stores!(
+    prune_keeps_what_instances_hold_and_recent_rows,
+    old_usage_is_rolled_up_into_daily_maxima,
+    usage_rollup_loses_no_renewal_report
+);
 
 const DAY: i64 = 86_400;
 
@@ -206,4 +214,271 @@ async fn postgres_prunes_one_replica_at_a_time() {
     assert_eq!(run.map(|p| p.audit), u64::try_from(events).ok());
     let (_, page) = app.get("/api/audit").await;
     assert_eq!(page["total"], 0, "{page}");
+}
+
+// Usage roll-up (issue 15): reports older than `--usage-retention-days`
+// become one daily report per instance and UTC day with each counter's
+// maximum; the day series over them answers the same maxima.
+
+/// The instance ids of license `lid`, in the order of `urls`.
+async fn instance_ids(app: &TestApp, lid: &str, urls: &[String]) -> Vec<String> {
+    let (s, list) = app
+        .get(&format!("/api/licenses/{lid}/instances?per_page=100"))
+        .await;
+    assert_eq!(s, 200, "{list}");
+    let items = list
+        .as_array()
+        .or_else(|| list["items"].as_array())
+        .expect("instances");
+    urls.iter()
+        .map(|u| {
+            items
+                .iter()
+                .find(|i| i["url"] == u.as_str())
+                .and_then(|i| i["id"].as_str())
+                .expect("instance")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Binds `n` instances to a new license; their lid, ids and tokens.
+async fn instances(app: &TestApp, n: usize) -> (String, Vec<String>, Vec<String>) {
+    let license = app.license(json!({ "max_instances": n })).await;
+    let lid = license["lid"].as_str().expect("lid").to_string();
+    let urls: Vec<String> = (0..n)
+        .map(|i| format!("https://u{i}.example.com/"))
+        .collect();
+    let mut tokens = Vec::new();
+    for url in &urls {
+        let (s, body) = app.issue(&lid, url).await;
+        assert_eq!(s, 201, "{body}");
+        tokens.push(body["token"].as_str().expect("token").to_string());
+    }
+    let ids = instance_ids(app, &lid, &urls).await;
+    (lid, ids, tokens)
+}
+
+/// Inserts usage reports `(instance, at, counters)` through the schema.
+async fn insert_reports(
+    app: &TestApp,
+    backend: Backend,
+    lid: &str,
+    reports: &[(String, i64, Value)],
+) {
+    for chunk in reports.chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|(i, at, c)| format!("('{lid}', '{i}', {at}, '{c}')"))
+            .collect();
+        sql(
+            app,
+            backend,
+            &format!(
+                "INSERT INTO usage_reports (lid, instance_id, at, counters) VALUES {};",
+                values.join(", ")
+            ),
+        )
+        .await;
+    }
+}
+
+async fn reports(app: &TestApp, lid: &str, from: i64, to: i64) -> Vec<UsageReport> {
+    app.state()
+        .store
+        .usage_reports(lid, from, to)
+        .await
+        .expect("reports")
+}
+
+/// Per day, instance and counter: the maximum, as the usage API answers.
+async fn day_maxima(app: &TestApp, lid: &str, from: i64, to: i64) -> BTreeMap<String, i64> {
+    let (s, usage) = app
+        .get(&format!(
+            "/api/licenses/{lid}/usage?bucket=day&from={}&to={}",
+            rfc3339::format(from),
+            rfc3339::format(to)
+        ))
+        .await;
+    assert_eq!(s, 200, "{usage}");
+    let mut out = BTreeMap::new();
+    for b in usage["buckets"].as_array().expect("buckets") {
+        let start = b["start"].as_str().expect("start");
+        for (id, counters) in b["instances"].as_object().expect("instances") {
+            for (name, stat) in counters.as_object().expect("counters") {
+                out.insert(
+                    format!("{start} {id} {name}"),
+                    stat["max"].as_i64().expect("max"),
+                );
+            }
+        }
+        for (name, stat) in b["total"].as_object().expect("total") {
+            out.insert(
+                format!("{start} * {name}"),
+                stat["max"].as_i64().expect("max"),
+            );
+        }
+    }
+    out
+}
+
+async fn old_usage_is_rolled_up_into_daily_maxima(backend: Backend) {
+    let app = TestApp::start_with(backend, |a| a.usage_retention_days = Some(400)).await;
+    let (lid, ids, tokens) = instances(&app, 2).await;
+    // Four days, 500 days ago: each instance reports three times a day.
+    let first = Bucket::Day.start(charter_token::now() - 500 * DAY);
+    let mut old = Vec::new();
+    let mut expected: BTreeMap<(String, i64), BTreeMap<String, i64>> = BTreeMap::new();
+    for day in 0..4 {
+        for (n, id) in ids.iter().enumerate() {
+            for hour in [1, 5, 9] {
+                let users = (day * 7 + hour * 3 + n as i64 * 5) % 17;
+                let mut counters = json!({ "users": users });
+                if hour != 5 {
+                    counters["admins"] = json!(hour + day);
+                }
+                old.push((id.clone(), first + day * DAY + hour * 3600, counters));
+                let max = expected.entry((id.clone(), first + day * DAY)).or_default();
+                let users_max = max.entry("users".into()).or_insert(users);
+                *users_max = (*users_max).max(users);
+                if hour != 5 {
+                    let admins_max = max.entry("admins".into()).or_insert(hour + day);
+                    *admins_max = (*admins_max).max(hour + day);
+                }
+            }
+        }
+    }
+    insert_reports(&app, backend, &lid, &old).await;
+    // And reports of today, with renewals.
+    for (n, token) in tokens.iter().enumerate() {
+        let body = json!({"usage": {"users": 40 + n}});
+        let (s, r) = app.renew(token, Some(body)).await;
+        assert_eq!(s, 200, "{r}");
+        let (s, r) = app
+            .renew(
+                r["token"].as_str().expect("token"),
+                Some(json!({"usage": {"users": 50 + n}})),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+    }
+    let (old_to, now) = (first + 5 * DAY, charter_token::now());
+    let recent = reports(&app, &lid, now - 3600, now + 3600).await;
+    assert_eq!(recent.len(), 4, "{recent:?}");
+    let maxima = day_maxima(&app, &lid, first, old_to).await;
+    assert_eq!(maxima.len(), 4 * (2 * 2 + 2), "{maxima:?}");
+
+    // Batches of 7 reports: a day and the first report of the next, so
+    // each batch takes one whole day.
+    let pruned = retention::run(app.state(), 7, Duration::ZERO)
+        .await
+        .expect("prune")
+        .expect("not locked");
+    assert_eq!(pruned.usage, old.len() as u64, "{pruned:?}");
+
+    let rolled = reports(&app, &lid, first, old_to).await;
+    let got: BTreeMap<(String, i64), BTreeMap<String, i64>> = rolled
+        .iter()
+        .map(|r| {
+            assert!(r.daily, "{r:?}");
+            ((r.instance_id.clone(), r.at), r.counters.clone())
+        })
+        .collect();
+    assert_eq!(rolled.len(), 8, "one per instance and day: {rolled:?}");
+    assert_eq!(got, expected);
+    assert_eq!(day_maxima(&app, &lid, first, old_to).await, maxima);
+    assert_eq!(
+        reports(&app, &lid, now - 3600, now + 3600).await,
+        recent,
+        "recent reports stay as they are"
+    );
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let line = format!("charter_pruned_total{{what=\"usage\"}} {}", old.len());
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no `{line}` in:\n{metrics}"
+    );
+
+    // Rolled-up days are not rolled again.
+    let again = retention::run(app.state(), 7, Duration::ZERO)
+        .await
+        .expect("prune")
+        .expect("not locked");
+    assert_eq!(again.usage, 0);
+    assert_eq!(reports(&app, &lid, first, old_to).await, rolled);
+    assert_eq!(reports(&app, &lid, now - 3600, now + 3600).await, recent);
+}
+
+/// While a prune rolls up a long history in small batches, instances renew
+/// and report: every one of their reports is kept as sent.
+async fn usage_rollup_loses_no_renewal_report(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (lid, ids, tokens) = instances(&app, 4).await;
+    let first = Bucket::Day.start(charter_token::now() - 500 * DAY);
+    let days = 60;
+    let mut old = Vec::new();
+    for day in 0..days {
+        for id in &ids {
+            for hour in 0..10 {
+                let at = first + day * DAY + hour * 3600;
+                old.push((id.clone(), at, json!({"users": hour * day})));
+            }
+        }
+    }
+    insert_reports(&app, backend, &lid, &old).await;
+
+    // Renewals done when the prune ended: some, or they did not race.
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let prune = async {
+        let p = retention::run(app.state(), 10, Duration::from_millis(2))
+            .await
+            .expect("prune")
+            .expect("not locked");
+        (p, done.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let renewals = async {
+        let mut sent = BTreeSet::new();
+        let mut tokens = tokens.clone();
+        for round in 0..12 {
+            for (n, token) in tokens.iter_mut().enumerate() {
+                let users = 1000 + round * 10 + n;
+                let (s, r) = app
+                    .renew(token, Some(json!({"usage": {"users": users}})))
+                    .await;
+                assert_eq!(s, 200, "{r}");
+                *token = r["token"].as_str().expect("token").to_string();
+                sent.insert((ids[n].clone(), users as i64));
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        sent
+    };
+    let ((pruned, during), sent) = tokio::join!(prune, renewals);
+    assert!(during > 0, "no renewal during the prune");
+    assert_eq!(pruned.usage, old.len() as u64);
+    let now = charter_token::now();
+    let kept: BTreeSet<(String, i64)> = reports(&app, &lid, now - 3600, now + 3600)
+        .await
+        .into_iter()
+        .map(|r| {
+            assert!(!r.daily);
+            (r.instance_id, r.counters["users"])
+        })
+        .collect();
+    assert_eq!(kept, sent, "every report sent meanwhile is kept");
+    let rolled = reports(&app, &lid, first, first + days * DAY).await;
+    assert_eq!(rolled.len(), ids.len() * days as usize);
+    for r in rolled {
+        let day = (r.at - first) / DAY;
+        assert!(r.daily && r.at == first + day * DAY, "{r:?}");
+        assert_eq!(r.counters["users"], 9 * day, "{r:?}");
+    }
 }

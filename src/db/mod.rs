@@ -183,6 +183,10 @@ pub struct PrunePlan {
     pub tokens_before: Option<i64>,
     /// Audit events before this time.
     pub audit_before: Option<i64>,
+    /// Usage reports before this time, rolled up (not deleted): one
+    /// `daily` report per license, instance and UTC day with each
+    /// counter's maximum over that day's reports (see [`UsageStore`]).
+    pub usage_before: Option<i64>,
     pub batch: i64,
     pub pause: std::time::Duration,
 }
@@ -192,6 +196,8 @@ pub struct PrunePlan {
 pub struct Pruned {
     pub tokens: u64,
     pub audit: u64,
+    /// Usage reports rolled up into daily ones (and deleted).
+    pub usage: u64,
 }
 
 /// The PostgreSQL advisory lock a prune run holds (one replica at a time).
@@ -351,6 +357,9 @@ pub trait Store:
     /// rows (each its own short transaction, `plan.pause` apart, so
     /// renewals go on between them), holding the store's prune lock:
     /// `None`, and nothing deleted, when another run or replica holds it.
+    /// Usage reports go a license at a time, whole UTC days of it per
+    /// batch (about `plan.batch` reports; a day is never split), each
+    /// rolled into its daily row in the transaction that deletes them.
     async fn prune(&self, plan: &PrunePlan) -> Result<Option<Pruned>>;
 
     /// A setting kept in the database (e.g. the generated admin password hash).

@@ -943,14 +943,20 @@ impl Store for PgStore {
     }
 
     async fn prune(&self, plan: &super::PrunePlan) -> Result<Option<super::Pruned>> {
-        let c = self.pool.get().await?;
+        let mut c = self.pool.get().await?;
         let lock = c
             .query_one("SELECT pg_try_advisory_lock($1)", &[&super::PRUNE_LOCK])
             .await?;
         if !lock.try_get::<_, bool>(0)? {
             return Ok(None);
         }
-        let result = prune_batches(&c, plan).await;
+        let mut result = prune_batches(&c, plan).await;
+        if let (Ok(pruned), Some(before)) = (&mut result, plan.usage_before) {
+            match usage::roll_usage(&mut c, before, plan.batch, plan.pause).await {
+                Ok(n) => pruned.usage = n,
+                Err(e) => result = Err(e),
+            }
+        }
         let unlocked = c
             .execute("SELECT pg_advisory_unlock($1)", &[&super::PRUNE_LOCK])
             .await;

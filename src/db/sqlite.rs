@@ -1040,6 +1040,9 @@ impl Store for SqliteStore {
                 tokio::time::sleep(plan.pause.max(started.elapsed())).await;
             }
         }
+        if let Some(before) = plan.usage_before {
+            pruned.usage = self.roll_usage(before, batch, plan.pause).await?;
+        }
         Ok(Some(pruned))
     }
 

@@ -2,6 +2,13 @@
 //! buckets (hour, day or month, UTC), each counter's maximum and last value
 //! per instance and summed over the instances (each instance counts once
 //! per bucket: its own last report in it).
+//!
+//! Reports older than the usage retention are rolled up ([`daily_max`]):
+//! one `daily` report per instance and day, at the start of the day, with
+//! each counter's maximum. The series takes it as that day's one report,
+//! so its maximum is also its last value; a day or month bucket shows the
+//! same maxima as before the roll-up, an hour bucket shows the whole day
+//! in its first hour.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +24,26 @@ pub struct UsageReport {
     /// When the issuer received it (the renewed token's `iat`).
     pub at: i64,
     pub counters: BTreeMap<String, i64>,
+    /// A rolled-up day: at the start of the day, each counter's maximum
+    /// over the day's reports.
+    pub daily: bool,
+}
+
+/// Each counter's maximum over `reports` (counters as stored, JSON
+/// objects); values that are not integers are left out.
+pub fn daily_max<'a>(
+    reports: impl IntoIterator<Item = &'a serde_json::Value>,
+) -> BTreeMap<String, i64> {
+    let mut max: BTreeMap<String, i64> = BTreeMap::new();
+    for counters in reports.into_iter().filter_map(|c| c.as_object()) {
+        for (name, value) in counters {
+            let Some(v) = value.as_i64() else { continue };
+            max.entry(name.clone())
+                .and_modify(|m| *m = (*m).max(v))
+                .or_insert(v);
+        }
+    }
+    max
 }
 
 /// The width of a bucket, in UTC.
@@ -85,58 +112,134 @@ pub struct UsageBucket {
 /// order: within a bucket, "last" is the latest `at` (the later one in the
 /// input on a tie).
 pub fn series(reports: &[UsageReport], bucket: Bucket) -> Vec<UsageBucket> {
-    let mut sorted: Vec<&UsageReport> = reports.iter().collect();
-    sorted.sort_by_key(|r| r.at);
-    // bucket start → instance → counter → (max, last)
-    let mut by_bucket: BTreeMap<i64, BTreeMap<&str, BTreeMap<&str, Stat>>> = BTreeMap::new();
-    for r in sorted {
-        let instances = by_bucket.entry(bucket.start(r.at)).or_default();
-        let counters = instances.entry(r.instance_id.as_str()).or_default();
+    let mut b = SeriesBuilder::new(bucket);
+    for (i, r) in reports.iter().enumerate() {
+        let mut counters = b.report(&r.instance_id, r.at, i as i64);
         for (name, &value) in &r.counters {
-            counters
-                .entry(name.as_str())
-                .and_modify(|s| {
-                    s.max = s.max.max(value);
-                    s.last = value;
-                })
-                .or_insert(Stat {
-                    max: value,
-                    last: value,
-                });
+            counters.add(name, value);
         }
     }
-    by_bucket
-        .into_iter()
-        .map(|(start, instances)| {
-            let mut total: BTreeMap<String, Stat> = BTreeMap::new();
-            for counters in instances.values() {
-                for (name, s) in counters {
-                    let t = total
-                        .entry((*name).to_string())
-                        .or_insert(Stat { max: 0, last: 0 });
-                    t.max = t.max.saturating_add(s.max);
-                    t.last = t.last.saturating_add(s.last);
+    b.finish()
+}
+
+/// A counter's maximum and last value in a bucket so far, and the
+/// `(at, order)` of the report the last one came from.
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    max: i64,
+    last: i64,
+    last_at: (i64, i64),
+}
+
+/// A series fed one report at a time, in any order, without keeping the
+/// reports: what the usage query folds the stored reports into as it reads
+/// them (a license's history is read whole, so it costs per report only
+/// the lookups of its bucket, instance and counters).
+#[derive(Debug, Clone)]
+pub struct SeriesBuilder {
+    bucket: Bucket,
+    /// bucket start → instance → counter → accumulated
+    buckets: BTreeMap<i64, BTreeMap<String, BTreeMap<String, Acc>>>,
+    /// The bucket of the last report, `[start, end)`: reports mostly come
+    /// in time order, so most find theirs without computing it.
+    current: (i64, i64),
+}
+
+/// The counters of one report being added ([`SeriesBuilder::report`]).
+pub struct ReportCounters<'a> {
+    counters: &'a mut BTreeMap<String, Acc>,
+    at: (i64, i64),
+}
+
+impl ReportCounters<'_> {
+    /// One counter of the report.
+    pub fn add(&mut self, name: &str, value: i64) {
+        let at = self.at;
+        match self.counters.get_mut(name) {
+            Some(a) => {
+                a.max = a.max.max(value);
+                if at >= a.last_at {
+                    (a.last, a.last_at) = (value, at);
                 }
             }
-            UsageBucket {
-                start,
-                end: bucket.next(start),
-                total,
-                instances: instances
+            None => {
+                self.counters.insert(
+                    name.to_string(),
+                    Acc {
+                        max: value,
+                        last: value,
+                        last_at: at,
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl SeriesBuilder {
+    pub fn new(bucket: Bucket) -> SeriesBuilder {
+        SeriesBuilder {
+            bucket,
+            buckets: BTreeMap::new(),
+            current: (0, 0),
+        }
+    }
+
+    /// A report of `instance_id` at `at`; `order` breaks ties of `at`
+    /// (the larger is the later, e.g. the row id). Its counters are added
+    /// to what this returns.
+    pub fn report(&mut self, instance_id: &str, at: i64, order: i64) -> ReportCounters<'_> {
+        if !(self.current.0..self.current.1).contains(&at) {
+            let start = self.bucket.start(at);
+            self.current = (start, self.bucket.next(start));
+        }
+        let instances = self.buckets.entry(self.current.0).or_default();
+        if !instances.contains_key(instance_id) {
+            instances.insert(instance_id.to_string(), BTreeMap::new());
+        }
+        ReportCounters {
+            counters: instances.get_mut(instance_id).expect("inserted above"),
+            at: (at, order),
+        }
+    }
+
+    /// The buckets that hold reports, oldest first.
+    pub fn finish(self) -> Vec<UsageBucket> {
+        let bucket = self.bucket;
+        self.buckets
+            .into_iter()
+            .map(|(start, instances)| {
+                let mut total: BTreeMap<String, Stat> = BTreeMap::new();
+                let instances: BTreeMap<String, BTreeMap<String, Stat>> = instances
                     .into_iter()
                     .map(|(id, counters)| {
-                        (
-                            id.to_string(),
-                            counters
-                                .into_iter()
-                                .map(|(n, s)| (n.to_string(), s))
-                                .collect(),
-                        )
+                        let counters: BTreeMap<String, Stat> = counters
+                            .into_iter()
+                            .map(|(name, a)| {
+                                let s = Stat {
+                                    max: a.max,
+                                    last: a.last,
+                                };
+                                let t = total
+                                    .entry(name.clone())
+                                    .or_insert(Stat { max: 0, last: 0 });
+                                t.max = t.max.saturating_add(s.max);
+                                t.last = t.last.saturating_add(s.last);
+                                (name, s)
+                            })
+                            .collect();
+                        (id, counters)
                     })
-                    .collect(),
-            }
-        })
-        .collect()
+                    .collect();
+                UsageBucket {
+                    start,
+                    end: bucket.next(start),
+                    total,
+                    instances,
+                }
+            })
+            .collect()
+    }
 }
 
 /// The series as CSV: `bucket_start,bucket_end,instance,counter,max,last`,
@@ -220,7 +323,44 @@ mod tests {
             instance_id: instance.into(),
             at,
             counters: BTreeMap::from([("users".to_string(), users)]),
+            daily: false,
         }
+    }
+
+    #[test]
+    fn a_rolled_up_day_keeps_its_maxima_in_the_series() {
+        let day = 20_000 * 86_400;
+        let reports = [
+            report("a", day + 3600, 9),
+            report("a", day + 7200, 4),
+            report("b", day + 100, 3),
+            report("a", day + 86_400 + 60, 2),
+        ];
+        let json: Vec<serde_json::Value> = reports[..2]
+            .iter()
+            .map(|r| serde_json::json!(r.counters))
+            .chain([serde_json::json!({"users": "many", "ratio": 0.5})])
+            .collect();
+        let rolled = UsageReport {
+            instance_id: "a".into(),
+            at: day,
+            counters: daily_max(&json),
+            daily: true,
+        };
+        assert_eq!(rolled.counters, BTreeMap::from([("users".to_string(), 9)]));
+        let kept = [rolled, reports[2].clone(), reports[3].clone()];
+        let (before, after) = (series(&reports, Bucket::Day), series(&kept, Bucket::Day));
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(b.start, a.start);
+            for (id, counters) in &b.instances {
+                for (name, s) in counters {
+                    assert_eq!(a.instances[id][name].max, s.max, "{id} {name}");
+                }
+            }
+        }
+        assert_eq!(after[0].instances["a"]["users"], Stat { max: 9, last: 9 });
+        assert_eq!(series(&kept, Bucket::Hour)[0].start, day);
     }
 
     #[test]
@@ -268,6 +408,7 @@ mod tests {
             instance_id: i.into(),
             at,
             counters: BTreeMap::from([("users".to_string(), users)]),
+            daily: false,
         };
         // Instance a reported 9 then 4; b reported 7: 4 + 7.
         let sums = last_sums(&[r("a", 1, 9), r("b", 2, 7), r("a", 3, 4)]);

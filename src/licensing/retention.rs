@@ -1,7 +1,9 @@
 //! Retention: the scheduler prunes token history older than
 //! `--token-history-days` (keeping every token an instance still holds:
 //! its current one and a push pending delivery) and audit events older
-//! than `--audit-retention-days`. Renewals go on meanwhile: rows go a
+//! than `--audit-retention-days`, and rolls usage reports older than
+//! `--usage-retention-days` up into one report per instance and UTC day
+//! (each counter's maximum). Renewals go on meanwhile: rows go a
 //! batch at a time, each batch its own short transaction, and one replica
 //! prunes at a time (the store's prune lock).
 
@@ -12,6 +14,7 @@ use charter_token::now;
 use super::Licensing;
 use super::tokens::IDEMPOTENCY_WINDOW;
 use crate::db::{PrunePlan, Pruned, StoreError};
+use crate::domain::usage::Bucket;
 
 /// Rows deleted per statement.
 pub const BATCH: i64 = 1000;
@@ -63,19 +66,25 @@ pub async fn run(
             .token_history_days
             .map(|d| t - (d * 86_400).max(IDEMPOTENCY_WINDOW)),
         audit_before: r.audit_days.map(|d| t - d * 86_400),
+        // Whole days: a day is rolled up once, not its morning in one run
+        // and its evening in the next.
+        usage_before: Some(Bucket::Day.start(t - r.usage_days * 86_400)),
         batch,
         pause,
     };
-    if plan.tokens_before.is_none() && plan.audit_before.is_none() {
-        return Ok(Some(Pruned::default()));
-    }
     let pruned = ctx.store.prune(&plan).await?;
     match pruned {
         Some(p) => {
             ctx.metrics.pruned("tokens", p.tokens);
             ctx.metrics.pruned("audit", p.audit);
+            ctx.metrics.pruned("usage", p.usage);
             if p != Pruned::default() {
-                tracing::info!(tokens = p.tokens, audit = p.audit, "pruned");
+                tracing::info!(
+                    tokens = p.tokens,
+                    audit = p.audit,
+                    usage = p.usage,
+                    "pruned"
+                );
             }
         }
         None => tracing::debug!("another run is pruning"),

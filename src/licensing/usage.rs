@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{Error, Licensing, Result};
 use crate::domain::rfc3339;
-use crate::domain::usage::{Bucket, UsageBucket, series};
+use crate::domain::usage::{Bucket, SeriesBuilder, UsageBucket};
 
 /// The most buckets one answer may hold.
 pub const MAX_BUCKETS: i64 = 10_000;
@@ -55,13 +55,16 @@ pub async fn get(
     if ctx.store.get_license(lid).await?.is_none() {
         return Err(Error::NotFound(format!("license {lid} not found")));
     }
-    let reports = ctx.store.usage_reports(lid, from, to).await?;
+    let series = ctx
+        .store
+        .usage_series(lid, from, to, SeriesBuilder::new(bucket))
+        .await?;
     Ok(Usage {
         lid: lid.to_string(),
         bucket,
         from,
         to,
-        buckets: series(&reports, bucket),
+        buckets: series.finish(),
     })
 }
 

@@ -1,12 +1,18 @@
-//! SQLite: the usage history (read on the reader connections).
+//! SQLite: the usage history (read on the reader connections), and its
+//! roll-up (on the writer, a batch per IMMEDIATE transaction).
+
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
-use super::{SqliteStore, all};
+use super::{Cached, SqliteStore, all, in_tx, internal, json, one};
 use crate::db::Result;
-use crate::db::usage::{self, UsageStore};
+use crate::db::rows::Cells;
+use crate::db::sql;
+use crate::db::usage::{self, Rolled, UsageStore};
 use crate::domain::UsageReport;
+use crate::domain::usage::SeriesBuilder;
 
 #[async_trait]
 impl UsageStore for SqliteStore {
@@ -19,4 +25,112 @@ impl UsageStore for SqliteStore {
         })
         .await
     }
+
+    async fn usage_series(
+        &self,
+        lid: &str,
+        from: i64,
+        to: i64,
+        mut series: SeriesBuilder,
+    ) -> Result<SeriesBuilder> {
+        let lid = lid.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(usage::FOLD)?;
+            let mut rows = st.query(params![lid, from, to])?;
+            while let Some(r) = rows.next()? {
+                let instance = r.get_ref(0)?.as_str().map_err(internal)?;
+                let counters = r.get_ref(3)?.as_bytes().map_err(internal)?;
+                usage::fold(&mut series, instance, r.get(1)?, r.get(2)?, counters)?;
+            }
+            Ok(series)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// The usage part of a prune: rolls up the reports before `before`,
+    /// license after license, whole days per batch (about `batch`
+    /// reports). The writer is the renewals' too: after each batch a rest
+    /// as long as it took, and `pause` after every `batch` reports.
+    pub(super) async fn roll_usage(&self, before: i64, batch: i64, pause: Duration) -> Result<u64> {
+        let (lids, from) = self
+            .read(move |c| {
+                let lids = all(c, usage::ROLL_LICENSES, [], |r| r.text(0))?;
+                let rolled = one(c, sql::GET_SETTING, [usage::ROLLED_KEY], |r| r.text(0))?;
+                Ok((lids, usage::start_at(rolled, before)))
+            })
+            .await?;
+        let (mut rolled, mut since_rest) = (0, 0);
+        for lid in lids {
+            let mut lo = from;
+            while lo < before {
+                let started = Instant::now();
+                let l = lid.clone();
+                let Some((n, end)) = self
+                    .call(move |c| roll_batch(c, &l, lo, before, batch))
+                    .await?
+                else {
+                    break;
+                };
+                (rolled, since_rest, lo) = (rolled + n, since_rest + n, end);
+                let mut rest = started.elapsed();
+                if since_rest >= batch as u64 {
+                    (rest, since_rest) = (rest.max(pause), 0);
+                }
+                tokio::time::sleep(rest).await;
+            }
+        }
+        self.call(move |c| {
+            c.exec(
+                usage::SET_ROLLED,
+                params![usage::ROLLED_KEY, before.to_string()],
+            )?;
+            Ok(())
+        })
+        .await?;
+        Ok(rolled)
+    }
+}
+
+/// One batch of license `lid` from `from`: the reports rolled up and where
+/// the next batch starts; `None` when nothing is left before `before`.
+fn roll_batch(
+    c: &mut Connection,
+    lid: &str,
+    from: i64,
+    before: i64,
+    batch: i64,
+) -> Result<Option<(u64, i64)>> {
+    let ats = all(
+        c,
+        usage::ROLL_NEXT,
+        params![lid, from, before, batch],
+        |r| r.int(0),
+    )?;
+    let Some((start, end)) = usage::batch_range(&ats, batch, before) else {
+        return Ok(None);
+    };
+    in_tx(c, |c| {
+        let rows = all(c, usage::ROLL_ROWS, params![lid, start, end], |r| {
+            usage::stored(r)
+        })?;
+        for w in usage::roll(&rows) {
+            match w {
+                Rolled::Insert {
+                    instance_id,
+                    day,
+                    counters,
+                } => c.exec(
+                    usage::ROLL_INSERT,
+                    params![lid, instance_id, day, json(&counters)?],
+                )?,
+                Rolled::Update { id, counters } => {
+                    c.exec(usage::ROLL_UPDATE, params![id, json(&counters)?])?
+                }
+            };
+        }
+        let n = c.exec(usage::ROLL_DELETE, params![lid, start, end])?;
+        Ok(Some((n as u64, end)))
+    })
 }
