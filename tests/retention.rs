@@ -15,7 +15,95 @@ use charter::licensing::retention;
 use common::{Backend, TestApp};
 use serde_json::{Value, json};
 
+/// Day and month series read the daily summaries for the days they cover
+/// and answer as the reports do: the same maxima and last values, the same
+/// buckets, hour buckets untouched; a report after the summarized days
+/// still counts; summarizing again changes nothing.
+async fn usage_summaries_answer_as_the_reports(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (lid, ids, tokens) = instances(&app, 2).await;
+    // Six past days (crossing a month boundary for some dates), each
+    // instance reporting at 01:00, 09:00 and 17:00 with varying counts.
+    let today = Bucket::Day.start(charter_token::now());
+    let mut old = Vec::new();
+    for d in 1..=6i64 {
+        for (k, id) in ids.iter().enumerate() {
+            for (h, users) in [(1, 3 + d), (9, 10 - d + k as i64), (17, 2 * d)] {
+                let at = today - d * DAY + h * 3600;
+                old.push((
+                    id.clone(),
+                    at,
+                    json!({"users": users, "admins": k as i64 + h}),
+                ));
+            }
+        }
+    }
+    insert_reports(&app, backend, &lid, &old).await;
+    // And one renewal now, reporting.
+    let (s, body) = app
+        .renew(&tokens[0], Some(json!({"usage": {"users": 42}})))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let query = |bucket: &str| {
+        format!(
+            "/api/licenses/{lid}/usage?bucket={bucket}&from={}&to={}",
+            rfc3339::format(today - 10 * DAY + 7),
+            rfc3339::format(charter_token::now() + 60)
+        )
+    };
+    let mut before = Vec::new();
+    for bucket in ["hour", "day", "month"] {
+        let (s, body) = app.get(&query(bucket)).await;
+        assert_eq!(s, 200, "{body}");
+        before.push(body);
+    }
+    let core = &app.state().core;
+    let days = charter::licensing::usage::summarize(core, charter_token::now())
+        .await
+        .expect("summarize");
+    assert!(days >= 6, "{days} days summarized");
+    let (done, _) = app.state().store.usage_days_state().await.expect("state");
+    assert!(done.is_some_and(|d| d >= today - DAY), "{done:?}");
+    for (bucket, expected) in ["hour", "day", "month"].iter().zip(&before) {
+        let (s, body) = app.get(&query(bucket)).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(&body, expected, "{bucket}");
+    }
+    assert_eq!(
+        charter::licensing::usage::summarize(core, charter_token::now())
+            .await
+            .expect("again"),
+        0
+    );
+    // The summaries are what the series reads: changing one shows.
+    sql(
+        &app,
+        backend,
+        &format!(
+            "UPDATE usage_days SET counters = '{{\"users\": {{\"max\": 999, \"last\": 1}}}}' \
+             WHERE lid = '{lid}' AND day = {} AND instance_id = '{}'",
+            today - 3 * DAY,
+            ids[0]
+        ),
+    )
+    .await;
+    let (_, body) = app.get(&query("day")).await;
+    let b = body["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .find(|b| b["start"] == rfc3339::format(today - 3 * DAY))
+        .cloned()
+        .expect("day");
+    assert_eq!(
+        b["instances"][&ids[0]]["users"],
+        json!({"max": 999, "last": 1})
+    );
+    app.stop().await;
+}
+
 both_stores!(
+    usage_summaries_answer_as_the_reports,
     prune_keeps_what_instances_hold_and_recent_rows,
     old_usage_is_rolled_up_into_daily_maxima,
     usage_rollup_loses_no_renewal_report

@@ -58,7 +58,8 @@ async fn one_store(
     let proc = issuer(
         dir,
         &store.url,
-        &["--push-interval-secs", "0"],
+        // The prune job summarizes the days (usage_days) every second here.
+        &["--push-interval-secs", "0", "--prune-interval-secs", "1"],
         Some("warn"),
     )
     .await?;
@@ -101,6 +102,12 @@ async fn one_store(
     fill(kind, &store.url, dir, &lid, &ids, reports, from).await?;
     eprintln!(
         "   filled {reports} reports in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    wait_summarized(kind, &store.url, dir).await?;
+    eprintln!(
+        "   the issuer summarized the days in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 
@@ -221,6 +228,43 @@ async fn db_floor(
 /// `reports` usage reports of `lid` through the schema: report `g` of
 /// instance `k` at `from + (g * 10 + k) * step`, `step` spreading them over
 /// 90 days, with counters `users`, `admins` and `viewers`.
+/// Waits until the issuer's daily summaries reach the day that began an
+/// hour ago (what `licensing::usage::summarize` does), at most a minute.
+async fn wait_summarized(kind: &str, url: &str, dir: &Path) -> anyhow::Result<()> {
+    let target = {
+        let t = charter_token::now() - 3600;
+        t - t.rem_euclid(DAY)
+    };
+    let q = "SELECT value FROM settings WHERE key = 'usage_days_before'";
+    for _ in 0..600 {
+        let done: Option<String> = if kind == "sqlite" {
+            let path = dir.join("charter.db");
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Option<String>> {
+                let c = rusqlite::Connection::open(path)?;
+                let mut st = c.prepare(q)?;
+                let mut rows = st.query([])?;
+                Ok(match rows.next()? {
+                    Some(r) => Some(r.get(0)?),
+                    None => None,
+                })
+            })
+            .await??
+        } else {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            client.query_opt(q, &[]).await?.map(|r| r.get(0))
+        };
+        if done
+            .and_then(|d| d.parse::<i64>().ok())
+            .is_some_and(|d| d >= target)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the issuer did not summarize the usage days within a minute")
+}
+
 async fn fill(
     kind: &str,
     url: &str,

@@ -77,3 +77,15 @@ CREATE INDEX usage_reports_at ON usage_reports (at);
 -- Usage reports older than the retention, rolled up into one row per
 -- instance and day with each counter's maximum.
 ALTER TABLE usage_reports ADD COLUMN daily INTEGER NOT NULL DEFAULT 0;
+
+-- Usage per license, instance and UTC day (each counter's maximum and last
+-- value), summarized from the reports by the prune job once a day has
+-- ended: day and month series read these instead of every report. The
+-- setting usage_days_before says up to which day they are complete.
+CREATE TABLE usage_days (
+    lid TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    instance_id TEXT NOT NULL,
+    counters TEXT NOT NULL,
+    PRIMARY KEY (lid, day, instance_id)
+);

@@ -22,6 +22,24 @@ use crate::domain::usage::{Bucket, ReportCounters, SeriesBuilder, daily_max};
 
 #[async_trait]
 pub trait UsageStore: Send + Sync {
+    /// Summarizes the UTC day starting at `day` (every license's reports
+    /// in it: each instance's counters' maximum and last value) into
+    /// `usage_days`, replacing what was there, and moves the summaries'
+    /// watermark ([`DAYS_KEY`]) to the day's end unless it is past it
+    /// already; one transaction. Returns the summaries written.
+    async fn summarize_usage_day(&self, day: i64) -> Result<u64>;
+    /// Up to when (exclusive) `usage_days` is complete, and the time of
+    /// the oldest report (where summarizing starts the first time).
+    async fn usage_days_state(&self) -> Result<(Option<i64>, Option<i64>)>;
+    /// Adds the summaries of license `lid` for the days in
+    /// `[from_day, to_day)` to `series` (day or month buckets).
+    async fn usage_day_series(
+        &self,
+        lid: &str,
+        from_day: i64,
+        to_day: i64,
+        series: SeriesBuilder,
+    ) -> Result<SeriesBuilder>;
     /// The reports of license `lid` with `from <= at < to`, oldest first;
     /// rolled-up days as one `daily` report at the start of the day.
     async fn usage_reports(&self, lid: &str, from: i64, to: i64) -> Result<Vec<UsageReport>>;
@@ -159,6 +177,81 @@ pub(crate) fn report(r: &impl Cells) -> Result<UsageReport> {
         counters: r.json(2)?,
         daily: r.flag(3)?,
     })
+}
+
+// Daily summaries.
+
+/// The setting that says up to when `usage_days` is complete.
+pub(crate) const DAYS_KEY: &str = "usage_days_before";
+/// ?1 from, ?2 to: every license's reports of a day (`usage_reports_at`).
+pub(crate) const DAY_REPORTS: &str = "SELECT lid, instance_id, at, id, counters FROM usage_reports \
+     WHERE at >= ?1 AND at < ?2";
+/// ?1 lid, ?2 day, ?3 instance, ?4 counters (`{"users": {"max": 8, "last": 6}}`).
+pub(crate) const UPSERT_DAY: &str = "INSERT INTO usage_days (lid, day, instance_id, counters) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (lid, day, instance_id) DO UPDATE SET counters = excluded.counters";
+/// ?1 key, ?2 value: moves a watermark forward, never back.
+pub(crate) const ADVANCE: &str = "INSERT INTO settings (key, value) VALUES (?1, ?2) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value \
+     WHERE CAST(settings.value AS BIGINT) < CAST(excluded.value AS BIGINT)";
+pub(crate) const FIRST_REPORT: &str = "SELECT min(at) FROM usage_reports";
+/// ?1 lid, ?2 from day, ?3 to day.
+pub(crate) const DAY_SERIES: &str = "SELECT instance_id, day, counters FROM usage_days \
+     WHERE lid = ?1 AND day >= ?2 AND day < ?3";
+
+/// The summaries of one day from its reports, `(lid, instance, counters)`
+/// with counters as JSON `{"name": {"max": .., "last": ..}}`.
+#[derive(Default)]
+pub(crate) struct DaySummaries {
+    licenses: BTreeMap<String, SeriesBuilder>,
+}
+
+impl DaySummaries {
+    /// One report (a row of [`DAY_REPORTS`]).
+    pub(crate) fn add(
+        &mut self,
+        lid: &str,
+        instance_id: &str,
+        at: i64,
+        id: i64,
+        counters: &[u8],
+    ) -> Result<()> {
+        if !self.licenses.contains_key(lid) {
+            self.licenses
+                .insert(lid.to_string(), SeriesBuilder::new(Bucket::Day));
+        }
+        let series = self.licenses.get_mut(lid).expect("inserted above");
+        fold(series, instance_id, at, id, counters)
+    }
+
+    pub(crate) fn finish(self) -> Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for (lid, series) in self.licenses {
+            for bucket in series.finish() {
+                for (instance, counters) in bucket.instances {
+                    let json = serde_json::to_string(&counters)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    out.push((lid.clone(), instance, json));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Adds one stored summary (counters as JSON text) to `series`.
+pub(crate) fn add_day(
+    series: &mut SeriesBuilder,
+    instance_id: &str,
+    day: i64,
+    counters: &str,
+) -> Result<()> {
+    let stats: BTreeMap<String, crate::domain::usage::Stat> = serde_json::from_str(counters)
+        .map_err(|e| StoreError::Internal(format!("usage summary: {e}")))?;
+    let mut c = series.day(instance_id, day);
+    for (name, stat) in &stats {
+        c.add_stat(name, *stat);
+    }
+    Ok(())
 }
 
 // Roll-up.

@@ -85,7 +85,7 @@ impl Bucket {
 }
 
 /// A counter's largest and last value in a bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Stat {
     pub max: i64,
     pub last: i64,
@@ -176,7 +176,41 @@ impl ReportCounters<'_> {
     }
 }
 
+impl ReportCounters<'_> {
+    /// A counter's maximum and last value over a whole day (a summary;
+    /// see [`SeriesBuilder::day`]).
+    pub fn add_stat(&mut self, name: &str, stat: Stat) {
+        let at = self.at;
+        match self.counters.get_mut(name) {
+            Some(a) => {
+                a.max = a.max.max(stat.max);
+                if at >= a.last_at {
+                    (a.last, a.last_at) = (stat.last, at);
+                }
+            }
+            None => {
+                self.counters.insert(
+                    name.to_string(),
+                    Acc {
+                        max: stat.max,
+                        last: stat.last,
+                        last_at: at,
+                    },
+                );
+            }
+        }
+    }
+}
+
 impl SeriesBuilder {
+    /// The summary of `instance_id`'s UTC day starting at `day`: its
+    /// counters' `Stat`s are added to what this returns. In a wider bucket
+    /// a later day's last value (or a report after it) wins over it.
+    pub fn day(&mut self, instance_id: &str, day: i64) -> ReportCounters<'_> {
+        debug_assert!(self.bucket != Bucket::Hour, "days summarize no hour");
+        self.report(instance_id, day, i64::MIN)
+    }
+
     pub fn new(bucket: Bucket) -> SeriesBuilder {
         SeriesBuilder {
             bucket,

@@ -23,6 +23,8 @@ pub const PAUSE: Duration = Duration::from_millis(20);
 
 /// One prune as configured: `None` when another run or replica is pruning.
 pub async fn run_once(ctx: &Licensing) -> Result<Option<Pruned>, StoreError> {
+    // Summaries first: the roll-up below replaces old reports.
+    super::usage::summarize(ctx, now()).await?;
     let pruned = run(ctx, BATCH, PAUSE).await?;
     prune_events(ctx, BATCH, PAUSE).await?;
     Ok(pruned)

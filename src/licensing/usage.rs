@@ -55,10 +55,7 @@ pub async fn get(
     if ctx.store.get_license(lid).await?.is_none() {
         return Err(Error::NotFound(format!("license {lid} not found")));
     }
-    let series = ctx
-        .store
-        .usage_series(lid, from, to, SeriesBuilder::new(bucket))
-        .await?;
+    let series = series(ctx, lid, from, to, bucket).await?;
     Ok(Usage {
         lid: lid.to_string(),
         bucket,
@@ -126,4 +123,55 @@ pub async fn check_limits(ctx: &Licensing, t: i64) -> Result<u64, crate::db::Sto
         }
     }
     Ok(changed)
+}
+
+/// The series of `[from, to)`: for day and month buckets, the days that
+/// [`summarize`] has done from their summaries (one row per instance and
+/// day), and the reports only before and after them; for hour buckets,
+/// the reports.
+async fn series(
+    ctx: &Licensing,
+    lid: &str,
+    from: i64,
+    to: i64,
+    bucket: Bucket,
+) -> Result<SeriesBuilder> {
+    let store = &ctx.store;
+    let b = SeriesBuilder::new(bucket);
+    let summarized = match bucket {
+        Bucket::Hour => None,
+        _ => store.usage_days_state().await?.0,
+    };
+    let first_day = Bucket::Day.start(from.saturating_add(86_399));
+    let days_end = Bucket::Day.start(to).min(summarized.unwrap_or(i64::MIN));
+    if first_day >= days_end {
+        return Ok(store.usage_series(lid, from, to, b).await?);
+    }
+    let b = store.usage_series(lid, from, first_day, b).await?;
+    let b = store.usage_day_series(lid, first_day, days_end, b).await?;
+    Ok(store.usage_series(lid, days_end, to, b).await?)
+}
+
+/// Brings the daily summaries up to the start of the day that held `t`
+/// an hour ago (so a report recorded in a transaction that began before
+/// midnight is in its day's summary), a day per transaction, from where
+/// the last run stopped (the oldest report's day the first time).
+/// Replicas running it at once write the same summaries. Returns the days
+/// summarized.
+pub async fn summarize(ctx: &Licensing, t: i64) -> Result<u64, crate::db::StoreError> {
+    let target = Bucket::Day.start(t - 3600);
+    let (done, first) = ctx.store.usage_days_state().await?;
+    let Some(mut day) = done.or(first.map(|f| Bucket::Day.start(f))) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    while day < target {
+        ctx.store.summarize_usage_day(day).await?;
+        day += 86_400;
+        n += 1;
+    }
+    if n > 0 {
+        tracing::debug!(days = n, "usage summarized");
+    }
+    Ok(n)
 }

@@ -43,6 +43,69 @@ impl UsageStore for PgStore {
         }
         Ok(series)
     }
+
+    async fn summarize_usage_day(&self, day: i64) -> Result<u64> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let mut days = usage::DaySummaries::default();
+        let st = tx.prepare_cached(pg!(usage::DAY_REPORTS)).await?;
+        for r in tx.query(&st, &[&day, &(day + 86_400)]).await? {
+            let RawJson(counters) = r.try_get(4)?;
+            days.add(
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                counters,
+            )?;
+        }
+        let summaries = days.finish()?;
+        let st = tx.prepare_cached(pg!(usage::UPSERT_DAY)).await?;
+        for (lid, instance, counters) in &summaries {
+            let counters: serde_json::Value = serde_json::from_str(counters)
+                .map_err(|e| crate::db::StoreError::Internal(e.to_string()))?;
+            tx.execute(&st, &[lid, &day, instance, &Json(&counters)])
+                .await?;
+        }
+        let st = tx.prepare_cached(pg!(usage::ADVANCE)).await?;
+        tx.execute(&st, &[&usage::DAYS_KEY, &(day + 86_400).to_string()])
+            .await?;
+        tx.commit().await?;
+        Ok(summaries.len() as u64)
+    }
+
+    async fn usage_days_state(&self) -> Result<(Option<i64>, Option<i64>)> {
+        let c = self.pool.get().await?;
+        let st = c.prepare_cached(pg!(sql::GET_SETTING)).await?;
+        let done = c
+            .query_opt(&st, &[&usage::DAYS_KEY])
+            .await?
+            .map(|r| r.try_get::<_, String>(0))
+            .transpose()?
+            .and_then(|v| v.parse().ok());
+        let st = c.prepare_cached(usage::FIRST_REPORT).await?;
+        let first: Option<i64> = c.query_one(&st, &[]).await?.try_get(0)?;
+        Ok((done, first))
+    }
+
+    async fn usage_day_series(
+        &self,
+        lid: &str,
+        from_day: i64,
+        to_day: i64,
+        mut series: SeriesBuilder,
+    ) -> Result<SeriesBuilder> {
+        let c = self.pool.get().await?;
+        let st = c.prepare_cached(pg!(usage::DAY_SERIES)).await?;
+        for r in c.query(&st, &[&lid, &from_day, &to_day]).await? {
+            let instance: &str = r.try_get(0)?;
+            let RawJson(counters) = r.try_get(2)?;
+            let text = std::str::from_utf8(counters)
+                .map_err(|e| crate::db::StoreError::Internal(e.to_string()))?;
+            usage::add_day(&mut series, instance, r.try_get(1)?, text)?;
+        }
+        Ok(series)
+    }
 }
 
 /// A `json` or `jsonb` value as its text, borrowed from the row (no

@@ -46,6 +46,63 @@ impl UsageStore for SqliteStore {
         })
         .await
     }
+
+    async fn summarize_usage_day(&self, day: i64) -> Result<u64> {
+        self.write(move |c| {
+            let mut days = usage::DaySummaries::default();
+            {
+                let mut st = c.prepare_cached(usage::DAY_REPORTS)?;
+                let mut rows = st.query(params![day, day + 86_400])?;
+                while let Some(r) = rows.next()? {
+                    let lid = r.get_ref(0)?.as_str().map_err(internal)?;
+                    let instance = r.get_ref(1)?.as_str().map_err(internal)?;
+                    let counters = r.get_ref(4)?.as_bytes().map_err(internal)?;
+                    days.add(lid, instance, r.get(2)?, r.get(3)?, counters)?;
+                }
+            }
+            let summaries = days.finish()?;
+            for (lid, instance, counters) in &summaries {
+                c.exec(usage::UPSERT_DAY, params![lid, day, instance, counters])?;
+            }
+            c.exec(
+                usage::ADVANCE,
+                params![usage::DAYS_KEY, (day + 86_400).to_string()],
+            )?;
+            Ok(summaries.len() as u64)
+        })
+        .await
+    }
+
+    async fn usage_days_state(&self) -> Result<(Option<i64>, Option<i64>)> {
+        self.read(|c| {
+            let done = one(c, sql::GET_SETTING, [usage::DAYS_KEY], |r| r.text(0))?
+                .and_then(|v| v.parse().ok());
+            let first: Option<i64> = c.row(usage::FIRST_REPORT, [], |r| r.get(0))?;
+            Ok((done, first))
+        })
+        .await
+    }
+
+    async fn usage_day_series(
+        &self,
+        lid: &str,
+        from_day: i64,
+        to_day: i64,
+        mut series: SeriesBuilder,
+    ) -> Result<SeriesBuilder> {
+        let lid = lid.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(usage::DAY_SERIES)?;
+            let mut rows = st.query(params![lid, from_day, to_day])?;
+            while let Some(r) = rows.next()? {
+                let instance = r.get_ref(0)?.as_str().map_err(internal)?;
+                let counters = r.get_ref(2)?.as_str().map_err(internal)?;
+                usage::add_day(&mut series, instance, r.get(1)?, counters)?;
+            }
+            Ok(series)
+        })
+        .await
+    }
 }
 
 impl SqliteStore {
