@@ -179,6 +179,12 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(meta::metrics))
+        // The web portal (HTML, not in the OpenAPI document).
+        .route(
+            "/",
+            axum::routing::get(|| async { axum::response::Redirect::to("/portal/") }),
+        )
+        .merge(crate::portal::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

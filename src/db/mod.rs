@@ -17,13 +17,17 @@ mod keys;
 pub mod lists;
 mod postgres;
 pub(crate) mod rows;
+pub mod sessions;
 pub(crate) mod sql;
 mod sqlite;
+pub mod stats;
 mod usage;
 
 pub use keys::KeyStore;
 pub use postgres::PgStore;
+pub use sessions::{PortalSession, SessionStore};
 pub use sqlite::SqliteStore;
+pub use stats::StatsStore;
 pub use usage::UsageStore;
 
 /// Errors of the store. A client's mistake never ends up as `Internal`.
@@ -238,7 +242,9 @@ pub struct PoolStatus {
 /// conditional on the `version` they were computed from
 /// ([`StoreError::Stale`] otherwise), and every write bumps the version.
 #[async_trait]
-pub trait Store: AccessStore + PushStore + KeyStore + UsageStore + Send + Sync + 'static {
+pub trait Store:
+    AccessStore + PushStore + KeyStore + UsageStore + SessionStore + StatsStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// A round trip to the database.

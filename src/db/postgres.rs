@@ -37,6 +37,7 @@ macro_rules! pg {
 mod access;
 mod keys;
 mod push;
+mod sessions;
 mod tls;
 mod usage;
 

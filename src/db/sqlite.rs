@@ -30,6 +30,7 @@ mod access;
 mod keys;
 mod push;
 mod readers;
+mod sessions;
 mod usage;
 
 mod embedded {
