@@ -36,7 +36,7 @@ pub fn router() -> Router<AppState> {
 /// Audit events as a table.
 pub fn audit_table(events: &[AuditEvent]) -> Markup {
     html! {
-        div.table-wrap { table #audit-table {
+        div.table-wrap tabindex="0" { table #audit-table {
             thead { tr {
                 th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "Action" }
                 th scope="col" { "Target" } th scope="col" { "From" } th scope="col" { "Detail" }
@@ -119,7 +119,7 @@ async fn keys(s: Session, State(state): State<AppState>) -> Result<Response, Por
     let body = html! {
         h1 { "Signing keys" }
         p { "Instances verify tokens against " a href="/.well-known/jwks.json" { "the JWKS" } ". The current key signs; next keys are published before they sign, previous ones until the tokens they signed expire." }
-        div.table-wrap { table {
+        div.table-wrap tabindex="0" { table {
             thead { tr { th scope="col" { "Key id (kid)" } th scope="col" { "Algorithm" } th scope="col" { "State" } th scope="col" { "Signs" }
                 th scope="col" { "Created" } th scope="col" { "Signs from" } th scope="col" { "Retired" } } }
             tbody { @for k in &keys { tr {
@@ -184,7 +184,7 @@ async fn sa_list(
             (input("Search service accounts", "q", "search", q.get("q"), &none, None))
             button.secondary type="submit" { "Search" }
         }
-        div.table-wrap { table {
+        div.table-wrap tabindex="0" { table {
             thead { tr { th scope="col" { "Name" } th scope="col" { "Login" } th scope="col" { "Role" } th scope="col" { "Tokens" } th scope="col" { "Disabled" } } }
             tbody { @for sa in &listing.items { tr {
                 td { a href={ "/portal/serviceaccounts/" (sa.id) } { (sa.name) } }
@@ -326,7 +326,7 @@ async fn sa_page(
             }
         }
         h2 { "Tokens" }
-        div.table-wrap { table {
+        div.table-wrap tabindex="0" { table {
             thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { "Last used" }
                 @if write { th scope="col" { "Delete" } } } }
             tbody { @for k in &tokens { tr {

@@ -90,7 +90,7 @@ async fn list_accounts(
             div.actions { a.button href="/portal/accounts/new" { "New account" } }
         }
         (search_form("/portal/accounts", "Search accounts", search))
-        div.table-wrap { table {
+        div.table-wrap tabindex="0" { table {
             thead { tr { th scope="col" { "Company" } th scope="col" { "Account" } th scope="col" { "Slug" } th scope="col" { "Created" } th scope="col" { "Licenses" }
                 @if s.may(Action::LicensingWrite) { th scope="col" { "Edit" } } } }
             tbody { @for a in &items { tr {
@@ -304,7 +304,7 @@ async fn list_products(
             div.actions { a.button href="/portal/products/new" { "New product" } }
         }
         (search_form("/portal/products", "Search products", search))
-        div.table-wrap { table {
+        div.table-wrap tabindex="0" { table {
             thead { tr { th scope="col" { "Name" } th scope="col" { "Slug" } th scope="col" { "Features" } th scope="col" { "Licenses" }
                 @if s.may(Action::LicensingWrite) { th scope="col" { "Edit" } } } }
             tbody { @for p in &items { tr {

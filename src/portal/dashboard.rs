@@ -69,7 +69,7 @@ pub async fn show(s: Session, State(state): State<AppState>) -> Result<Response,
         @if expiring.is_empty() {
             p.muted { "None." }
         } @else {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" { table {
                 thead { tr { th scope="col" { "License" } th scope="col" { "Expires" } th scope="col" { "Warning window" } } }
                 tbody {
                     @for l in &expiring {
@@ -164,7 +164,7 @@ pub fn chart(per_day: &[(i64, i64)], today: i64) -> Markup {
         }
         details {
             summary { "Renewals per day as a table" }
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" { table {
                 thead { tr { th scope="col" { "Day" } th.num scope="col" { "Renewals" } } }
                 tbody { @for (day, n) in &counts { tr { td { (super::layout::date(day * DAY)) } td.num { (n) } } } }
             } }

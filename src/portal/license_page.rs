@@ -141,7 +141,7 @@ async fn render(
         (history_table(s, lid, &history))
         h2 { "Claims the next token will carry" }
         p.hint { "As if issued now; sub is the instance's URL, jti is new for each token." }
-        pre { code { (claims) } }
+        pre tabindex="0" { code { (claims) } }
     };
     Ok(html_status(status, page(s, &title, Nav::Licenses, body)))
 }
@@ -207,7 +207,7 @@ fn instance_table(s: &Session, l: &License, list: &[Instance], writable: bool) -
         @if list.is_empty() {
             p.muted { "No instance is bound yet: issuing a token for an instance URL binds it." }
         } @else {
-            div.table-wrap { table #instance-table {
+            div.table-wrap tabindex="0" { table #instance-table {
                 thead { tr {
                     th scope="col" { "URL" } th scope="col" { "Dialect" } th scope="col" { "Last token" }
                     th scope="col" { "Next renewal" } th scope="col" { "Push" } th scope="col" { "Usage" }
@@ -303,7 +303,7 @@ fn history_table(s: &Session, lid: &str, history: &[crate::domain::TokenRecord])
     let download = s.may(Action::LicensingTokens);
     html! {
         @if history.is_empty() { p.muted { "No token issued yet." } } @else {
-            div.table-wrap { table {
+            div.table-wrap tabindex="0" { table {
                 thead { tr {
                     th scope="col" { "Token (jti)" } th scope="col" { "Why" } th scope="col" { "Issued" }
                     th scope="col" { "Expires" } th scope="col" { "Key" }

@@ -159,7 +159,7 @@ async fn list(
             button.secondary type="submit" { "Filter" }
         }
         p.muted { (total) @if !exact { "+" } " licenses match." }
-        div.table-wrap { table {
+        div.table-wrap tabindex="0" { table {
             thead { tr {
                 th scope="col" { "License" } th scope="col" { "Account" } th scope="col" { "Products" }
                 th scope="col" { "State" } th scope="col" { "Expires" } th.num scope="col" { "Max instances" }
