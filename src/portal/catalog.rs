@@ -147,7 +147,11 @@ fn status_of(e: &crate::licensing::Error) -> StatusCode {
 
 /// A use case's refusal, by field; `None`: show the error page.
 fn refusal(e: &crate::licensing::Error) -> Option<Errors> {
-    let (field, message) = form_error(e)?;
+    let (mut field, message) = form_error(e)?;
+    // A taken slug is the slug's problem.
+    if field.is_empty() && message.contains("slug") {
+        field = "slug".into();
+    }
     let mut errors = Errors::default();
     errors.add(&field, message);
     Some(errors)

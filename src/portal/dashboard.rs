@@ -155,7 +155,7 @@ pub fn chart(per_day: &[(i64, i64)], today: i64) -> Markup {
                     data-day=(super::layout::date(day * DAY)) data-count=(n) {
                     title { (super::layout::date(day * DAY)) ": " (n) " renewals" }
                 }
-                @if i % 7 == 0 || i + 1 == counts.len() {
+                @if (counts.len() - 1 - i).is_multiple_of(7) {
                     text x=(format!("{:.1}", x + slot / 2.0)) y=(h - 6.0) text-anchor="middle" {
                         (super::layout::date(day * DAY).get(5..).unwrap_or(""))
                     }

@@ -192,7 +192,11 @@ execFileSync(BIN, ['token', 'verify', '--jwks', `${base}/.well-known/jwks.json`,
 // Two renewals with it, for the dashboard's chart.
 let token = readFileSync(jwt, 'utf8').trim();
 for (let i = 0; i < 2; i++) {
-  const r = await fetch(`${base}/api/tokens/renew`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+  const r = await fetch(`${base}/api/tokens/renew`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ usage: { users: 7 + i } }),
+  });
   assert.equal(r.status, 200, 'renewal');
   token = (await r.json()).token;
 }
@@ -216,11 +220,27 @@ while (!(await page.locator(`tr[data-instance="${instanceRoot}"] .push-state`).i
 }
 await check(page, '06-license-detail');
 
+// A second license, inside its expiry warning window, for the dashboard.
+const api = { authorization: `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' };
+const account = (await (await fetch(`${base}/api/accounts`, { headers: api })).json()).items[0].id;
+const soon = new Date(Date.now() + 10 * 86_400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+const second = await fetch(`${base}/api/licenses`, {
+  method: 'POST', headers: api,
+  body: JSON.stringify({ account_id: account, products: ['grafana-enterprise'], expires_at: soon, included_users: 5 }),
+});
+assert.equal(second.status, 201, 'second license');
+await page.goto(`${base}/portal/`);
+assert.equal(await page.locator('#renewals-chart rect[data-count="2"]').count(), 1, 'today has 2 renewals');
+assert.equal(await page.locator('#stat-active').innerText(), '2');
+await page.getByText('expiring', { exact: true }).first().waitFor();
+await check(page, '07-dashboard');
+
 // Revoke, behind the confirmation.
+await page.goto(`${base}/portal/licenses/${lid}`);
 await page.getByRole('link', { name: 'Revoke' }).click();
 await page.getByRole('heading', { name: `Revoke license ${lid}?` }).waitFor();
 await page.getByText('Revocation is final.').waitFor();
-await check(page, '07-revoke-confirmation');
+await check(page, '08-revoke-confirmation');
 await page.getByRole('button', { name: `Revoke license ${lid}` }).click();
 await page.locator('h1 .badge-revoked').waitFor();
 
@@ -229,20 +249,17 @@ await page.goto(`${base}/portal/audit`);
 for (const action of ['license.revoke', 'instance.push', 'instance.bind', 'token.issue', 'license.create', 'portal.login']) {
   await page.getByRole('cell', { name: action, exact: true }).first().waitFor();
 }
-await check(page, '08-audit');
+await check(page, '09-audit');
 await page.goto(`${base}/portal/audit?action=license.revoke`);
 assert.equal(await page.locator('#audit-table tbody tr').count(), 1);
 
 // Licenses list with a filter, keys, dashboard.
 await page.goto(`${base}/portal/licenses?state=revoked`);
 await page.getByRole('link', { name: lid }).waitFor();
-await check(page, '09-licenses');
+await check(page, '10-licenses');
 await page.goto(`${base}/portal/keys`);
 await page.getByText('signs new tokens').waitFor();
-await check(page, '10-keys');
-await page.goto(`${base}/portal/`);
-assert.equal(await page.locator('#renewals-chart rect[data-count="2"]').count(), 1, 'today has 2 renewals');
-await check(page, '11-dashboard');
+await check(page, '11-keys');
 
 // A Viewer service account and its token (shown once).
 await page.goto(`${base}/portal/serviceaccounts`);

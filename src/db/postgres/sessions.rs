@@ -43,7 +43,7 @@ impl SessionStore for PgStore {
     }
 
     async fn get_session(&self, id_hash: &str) -> Result<Option<PortalSession>> {
-        self.one(pg!(sessions::GET), &[&id_hash], |r| sessions::session(r))
+        self.one(pg!(sessions::GET), &[&id_hash], sessions::session)
             .await
     }
 
