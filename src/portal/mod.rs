@@ -38,10 +38,11 @@ pub const BASE: &str = "/portal";
 /// The portal's stylesheet, compiled in.
 const CSS: &str = include_str!("portal.css");
 
-/// The portal's routes, with their security headers; merged into the
-/// issuer's router by [`crate::api::router`].
+/// The portal's routes (and `/`), with their security headers; served
+/// beside the API by [`crate::serve`] ([`crate::api::router_with`]).
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(|| async { Redirect::to("/portal/") }))
         .route("/portal", get(|| async { Redirect::to("/portal/") }))
         .route("/portal/", get(dashboard::show))
         .route(
