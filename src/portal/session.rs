@@ -406,3 +406,62 @@ pub async fn logout(
     );
     Ok(res.into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_sign_in_only_portal_paths() {
+        assert_eq!(
+            safe_next("/portal/licenses?state=active"),
+            "/portal/licenses?state=active"
+        );
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/portal/",
+            "/portal//evil.example",
+            "/portal/\\evil",
+            "/api/licenses",
+            "/portal/login?next=/portal/",
+            "",
+        ] {
+            assert_eq!(safe_next(bad), "/portal/", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_session_ends_idle_or_at_the_absolute_limit() {
+        let s = PortalSession {
+            id_hash: String::new(),
+            actor_kind: ActorKind::Admin,
+            actor: "admin".into(),
+            service_account_id: None,
+            token_id: None,
+            role: Role::Admin,
+            csrf: String::new(),
+            ip: None,
+            created_at: 1_000_000,
+            last_seen_at: 1_000_000,
+        };
+        assert!(!expired(&s, 1_000_000 + IDLE - 1));
+        assert!(expired(&s, 1_000_000 + IDLE));
+        let busy = PortalSession {
+            last_seen_at: 1_000_000 + ABSOLUTE - 10,
+            ..s
+        };
+        assert!(!expired(&busy, 1_000_000 + ABSOLUTE - 1));
+        assert!(expired(&busy, 1_000_000 + ABSOLUTE));
+    }
+
+    #[test]
+    fn cookies_are_read_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; charter_session=xyz; b=2"),
+        );
+        assert_eq!(cookie(&h, COOKIE), Some("xyz"));
+        assert_eq!(cookie(&h, "charter"), None);
+    }
+}
