@@ -428,6 +428,47 @@ async fn forms_name_their_fields_and_a_token_downloads(backend: Backend) {
     let (_, l) = app.get(&format!("/api/licenses/{lid}")).await;
     assert_eq!(l["limits"]["shards_limit"], 4, "{l}");
     assert_eq!(l["flags"]["package"], "premium", "{l}");
+    // Edit: the form comes filled in; a change is saved, a bad value named.
+    let edit = c.get(&format!("/portal/licenses/{lid}/edit")).await;
+    assert_eq!(edit.status, 200);
+    assert!(edit.body.contains("value=\"2099-01-01\""), "{}", edit.body);
+    let path = format!("/portal/licenses/{lid}/edit");
+    let mut changed: Vec<(&str, &str)> = form
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "account_id")
+        .collect();
+    changed.push(("starts_at", "2026-01-01"));
+    changed.retain(|(k, _)| *k != "included_users");
+    changed.push(("included_users", "-1"));
+    let page = c.post(&path, &changed).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(
+        page.body.contains("href=\"#f-included_users\""),
+        "{}",
+        page.body
+    );
+    changed.pop();
+    changed.push(("included_users", "25"));
+    let page = c.post(&path, &changed).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let (_, l) = app.get(&format!("/api/licenses/{lid}")).await;
+    assert_eq!(l["included_users"], 25, "{l}");
+    // Suspend and resume through their confirmations.
+    for (to, status) in [("suspend", "suspended"), ("resume", "active")] {
+        let confirm = c.get(&format!("/portal/licenses/{lid}/status/{to}")).await;
+        assert_eq!(confirm.status, 200);
+        assert!(confirm.body.contains(&lid));
+        let page = c
+            .post(
+                &format!("/portal/licenses/{lid}/status/{to}"),
+                &[("csrf", &csrf)],
+            )
+            .await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        let (_, l) = app.get(&format!("/api/licenses/{lid}")).await;
+        assert_eq!(l["status"], status);
+    }
     // Issue for an instance, then download it.
     let page = c
         .post(
