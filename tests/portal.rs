@@ -508,6 +508,36 @@ async fn forms_name_their_fields_and_a_token_downloads(backend: Backend) {
     app.stop().await;
 }
 
+async fn the_dashboard_lists_instances_whose_pushes_fail(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let license = app.license(serde_json::json!({"max_instances": 2})).await;
+    let lid = license["lid"].as_str().expect("lid");
+    // Nothing listens there: the push fails.
+    let (s, body) = app
+        .post(
+            &format!("/api/licenses/{lid}/instances"),
+            serde_json::json!({"url": "http://127.0.0.1:9/", "push_enabled": true}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    charter::licensing::push::run_once(app.state())
+        .await
+        .expect("push run");
+    let mut c = Client::admin(&app).await;
+    let page = c.get("/portal/").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("id=\"stat-failing\">1<"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("failing-table"), "{}", page.body);
+    assert!(page.body.contains("http://127.0.0.1:9/"), "{}", page.body);
+    let detail = c.get(&format!("/portal/licenses/{lid}")).await;
+    assert!(detail.body.contains("badge-failing"), "{}", detail.body);
+    app.stop().await;
+}
+
 both_stores!(
     sign_in_keeps_a_hashed_session_until_logout,
     sessions_end_idle_and_at_the_absolute_limit,
@@ -515,6 +545,7 @@ both_stores!(
     a_viewer_has_no_write_controls_and_a_forged_post_gets_403,
     the_failed_login_limit_applies,
     forms_name_their_fields_and_a_token_downloads,
+    the_dashboard_lists_instances_whose_pushes_fail,
 );
 
 /// `/` leads to the portal; the API's unknown paths stay JSON.

@@ -18,6 +18,8 @@ use crate::licensing::licenses;
 
 /// Days the renewals chart shows.
 pub const CHART_DAYS: i64 = 30;
+/// Failing instances listed at most (the count has them all).
+const FAILING_SHOWN: i64 = 20;
 /// Licenses inspected for the expiry warning (active ones expiring within a year).
 const EXPIRY_SCAN: i64 = 500;
 
@@ -33,6 +35,11 @@ pub async fn show(s: Session, State(state): State<AppState>) -> Result<Response,
         .map_or(0, |(_, n)| *n);
     let instances = state.store.count_instances().await?;
     let (failing, at_risk) = state.store.count_push_backoff().await?;
+    let failing_list = if failing > 0 {
+        state.store.failing_instances(FAILING_SHOWN).await?
+    } else {
+        Vec::new()
+    };
     let expiring = expiring(&state, t).await?;
     let today = t.div_euclid(DAY);
     let renewals = state
@@ -62,6 +69,19 @@ pub async fn show(s: Session, State(state): State<AppState>) -> Result<Response,
             div.card { span.stat #stat-instances { (instances) } "bound instances" }
             div.card { span.stat #stat-failing { (failing) } "instances whose pushes fail" }
             div.card { span.stat #stat-at-risk { (at_risk) } "of them at risk (token expiring)" }
+        }
+        @if !failing_list.is_empty() {
+            h2 { "Instances whose pushes fail" }
+            div.table-wrap tabindex="0" { table #failing-table {
+                thead { tr { th scope="col" { "Instance" } th scope="col" { "License" } th scope="col" { "Last error" } th.num scope="col" { "Attempts" } th scope="col" { "Next try" } } }
+                tbody { @for i in &failing_list { tr {
+                    td.mono { (i.url) @if i.push_at_risk { " " (badge("at risk")) } }
+                    td { a.mono href={ "/portal/licenses/" (i.lid) "#instances" } { (i.lid) } }
+                    td { (i.push_last_error.as_deref().unwrap_or("—")) }
+                    td.num { (i.push_attempts) }
+                    td { (super::layout::ts_opt(i.push_next_at)) }
+                } } }
+            } }
         }
         h2 { "Renewals per day, last " (CHART_DAYS) " days" }
         (chart(&renewals, today))

@@ -7,6 +7,7 @@ use crate::db::Result;
 use crate::db::rows::Cells;
 use crate::db::sessions::{self, PortalSession, SessionStore};
 use crate::db::stats::{self, StatsStore};
+use crate::domain::Instance;
 
 impl PgStore {
     async fn run(
@@ -76,5 +77,10 @@ impl StatsStore for PgStore {
             Ok((r.int(0)?, r.int(1)?))
         })
         .await
+    }
+
+    async fn failing_instances(&self, limit: i64) -> Result<Vec<Instance>> {
+        self.many(pg!(&stats::FAILING), &[&limit], crate::db::rows::instance)
+            .await
     }
 }

@@ -7,6 +7,7 @@ use super::{Cached, SqliteStore, all, one};
 use crate::db::Result;
 use crate::db::sessions::{self, PortalSession, SessionStore};
 use crate::db::stats::{self, StatsStore};
+use crate::domain::Instance;
 
 #[async_trait]
 impl SessionStore for SqliteStore {
@@ -74,6 +75,15 @@ impl StatsStore for SqliteStore {
             all(c, stats::RENEWALS_PER_DAY, params![since], |r| {
                 use crate::db::rows::Cells;
                 Ok((r.int(0)?, r.int(1)?))
+            })
+        })
+        .await
+    }
+
+    async fn failing_instances(&self, limit: i64) -> Result<Vec<Instance>> {
+        self.read(move |c| {
+            all(c, &stats::FAILING, params![limit], |r| {
+                crate::db::rows::instance(r)
             })
         })
         .await
