@@ -538,6 +538,74 @@ async fn the_dashboard_lists_instances_whose_pushes_fail(backend: Backend) {
     app.stop().await;
 }
 
+/// The session store called directly: rows round-trip, idle and old ones
+/// are pruned, a touch moves `last_seen_at`, a delete says whether it found one.
+async fn the_session_store_keeps_prunes_and_deletes(backend: Backend) {
+    use charter::db::PortalSession;
+    use charter::domain::{ActorKind, Role};
+    let data = common::Data::new(backend).await;
+    let store = charter::db::open(&data.database_url, true)
+        .await
+        .expect("store");
+    let t = charter_token::now();
+    let session = |id: &str, created_at: i64, last_seen_at: i64| PortalSession {
+        id_hash: sha256_hex(id),
+        actor_kind: ActorKind::ServiceAccount,
+        actor: "sa-bot".into(),
+        service_account_id: Some(7),
+        token_id: Some(9),
+        role: Role::Editor,
+        csrf: format!("csrf-{id}"),
+        ip: Some("192.0.2.1".into()),
+        created_at,
+        last_seen_at,
+    };
+    let fresh = session("fresh", t - 60, t - 30);
+    store.insert_session(&fresh).await.expect("insert");
+    store
+        .insert_session(&session("idle", t - 3600, t - IDLE - 1))
+        .await
+        .expect("insert");
+    store
+        .insert_session(&session("old", t - ABSOLUTE - 1, t))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store.get_session(&fresh.id_hash).await.expect("get"),
+        Some(fresh.clone())
+    );
+    assert_eq!(
+        store
+            .prune_sessions(t - IDLE, t - ABSOLUTE)
+            .await
+            .expect("prune"),
+        2
+    );
+    assert!(
+        store
+            .get_session(&sha256_hex("idle"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    store.touch_session(&fresh.id_hash, t).await.expect("touch");
+    let row = store
+        .get_session(&fresh.id_hash)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(row.last_seen_at, t);
+    assert!(store.delete_session(&fresh.id_hash).await.expect("delete"));
+    assert!(!store.delete_session(&fresh.id_hash).await.expect("delete"));
+    assert!(
+        store
+            .get_session(&fresh.id_hash)
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
 both_stores!(
     sign_in_keeps_a_hashed_session_until_logout,
     sessions_end_idle_and_at_the_absolute_limit,
@@ -546,6 +614,7 @@ both_stores!(
     the_failed_login_limit_applies,
     forms_name_their_fields_and_a_token_downloads,
     the_dashboard_lists_instances_whose_pushes_fail,
+    the_session_store_keeps_prunes_and_deletes,
 );
 
 /// `/` leads to the portal; the API's unknown paths stay JSON.
