@@ -10,6 +10,7 @@ pub mod http;
 pub mod instance;
 pub mod licensing;
 pub mod metrics;
+pub mod portal;
 pub mod push;
 pub mod ratelimit;
 pub mod sealed;

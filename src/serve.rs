@@ -328,7 +328,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         auth_limiter: Arc::new(AuthLimiter::default()),
         revocations: Default::default(),
     };
-    let app = api::router(state.clone());
+    let app = api::router_with(state.clone(), crate::portal::router());
     let (stop, mut stopped) = watch::channel(false);
     let limits = state.config.http;
     let task = tokio::spawn(crate::http::serve(listener, app, limits, async move {

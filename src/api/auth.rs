@@ -608,44 +608,57 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let ip = client_ip(parts);
-        let addr = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         // Missing credentials are no attempt: nothing is counted.
         let header = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(unauthorized)?;
-        let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
-        let account = account_of(scheme, value);
-        if let Err(wait) = state.auth_limiter.attempt(addr, &account) {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed authentication attempts; retry later",
-            );
-            e.retry_after = Some(wait);
+        let identity = check_credentials(state, header, ip).await?;
+        let p = Principal { identity, ip };
+        // The request's access line says who it was.
+        tracing::Span::current().record("by", p.name());
+        Ok(p)
+    }
+}
+
+/// Checks the credentials of an `Authorization` value (`Basic ...` or
+/// `Bearer chr_sa_...`) from `ip` under the failed-authentication limit,
+/// auditing a failure: the API's extractor and the portal's sign-in both
+/// come through here, so they share one limit.
+pub(crate) async fn check_credentials(
+    state: &AppState,
+    header: &str,
+    ip: Option<IpAddr>,
+) -> Result<Identity, ApiError> {
+    let addr = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
+    let account = account_of(scheme, value);
+    if let Err(wait) = state.auth_limiter.attempt(addr, &account) {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentication attempts; retry later",
+        );
+        e.retry_after = Some(wait);
+        return Err(e);
+    }
+    let identity = match authenticate(state, scheme, value).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            // Not the caller's failure (busy, or the database is down).
+            state.auth_limiter.succeeded(addr, &account);
             return Err(e);
         }
-        let identity = match authenticate(state, scheme, value).await {
-            Ok(identity) => identity,
-            Err(e) => {
-                // Not the caller's failure (busy, or the database is down).
-                state.auth_limiter.succeeded(addr, &account);
-                return Err(e);
-            }
-        };
-        match identity {
-            Some(identity) => {
-                state.auth_limiter.succeeded(addr, &account);
-                let p = Principal { identity, ip };
-                // The request's access line says who it was.
-                tracing::Span::current().record("by", p.name());
-                Ok(p)
-            }
-            None => {
-                tracing::info!(client = %addr, "authentication failed");
-                record_failure(state, header, ip).await;
-                Err(unauthorized())
-            }
+    };
+    match identity {
+        Some(identity) => {
+            state.auth_limiter.succeeded(addr, &account);
+            Ok(identity)
+        }
+        None => {
+            tracing::info!(client = %addr, "authentication failed");
+            record_failure(state, header, ip).await;
+            Err(unauthorized())
         }
     }
 }

@@ -80,19 +80,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Makes every error answer `{"message": ...}`, also those that axum or a
-/// layer produce as plain text (a body over the limit, a method or a media
+/// Makes every error answer `{"message": ...}` (except the portal's HTML
+/// pages), also those that axum or a layer produce as plain text (a body over the limit, a method or a media
 /// type not accepted), so a client never has to parse two formats.
 pub async fn json_errors(res: Response) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
+    // JSON already, or one of the portal's HTML pages (`crate::portal`).
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if is_json {
         return res;
     }

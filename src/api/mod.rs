@@ -165,8 +165,14 @@ fn add_common_errors(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: the API.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API with `pages` (routes outside `/api/`, e.g. the portal) served
+/// beside it, behind the same layers.
+pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
     let trusted = Arc::new(state.config.trusted_proxies.clone());
     let (router, mut api) = routes().split_for_parts();
@@ -181,6 +187,9 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(meta::metrics))
+        // Routes outside the API (the web portal: HTML, not in the
+        // OpenAPI document), under the same layers.
+        .merge(pages)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

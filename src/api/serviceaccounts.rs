@@ -194,7 +194,7 @@ fn parse_role(s: &str) -> ApiResult<Role> {
 }
 
 /// Grafana's login for a name: `sa-` and the name in lower case, dashed.
-fn login_for(name: &str) -> String {
+pub(crate) fn login_for(name: &str) -> String {
     let slug: String = name
         .trim()
         .chars()

@@ -18,14 +18,18 @@ mod keys;
 pub mod lists;
 mod postgres;
 pub(crate) mod rows;
+pub mod sessions;
 pub(crate) mod sql;
 mod sqlite;
+pub mod stats;
 mod usage;
 
 pub use events::EventStore;
 pub use keys::KeyStore;
 pub use postgres::PgStore;
+pub use sessions::{PortalSession, SessionStore};
 pub use sqlite::SqliteStore;
+pub use stats::StatsStore;
 pub use usage::UsageStore;
 
 /// Errors of the store. A client's mistake never ends up as `Internal`.
@@ -250,7 +254,16 @@ pub struct PoolStatus {
 /// ([`StoreError::Stale`] otherwise), and every write bumps the version.
 #[async_trait]
 pub trait Store:
-    AccessStore + PushStore + KeyStore + UsageStore + EventStore + Send + Sync + 'static
+    AccessStore
+    + PushStore
+    + KeyStore
+    + UsageStore
+    + EventStore
+    + SessionStore
+    + StatsStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

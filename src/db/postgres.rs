@@ -38,6 +38,7 @@ mod access;
 mod events;
 mod keys;
 mod push;
+mod sessions;
 mod tls;
 mod usage;
 

@@ -31,6 +31,7 @@ mod events;
 mod keys;
 mod push;
 mod readers;
+mod sessions;
 mod usage;
 
 mod embedded {
