@@ -538,6 +538,34 @@ async fn the_dashboard_lists_instances_whose_pushes_fail(backend: Backend) {
     app.stop().await;
 }
 
+/// A license over its included counts says so on its page.
+async fn a_license_over_its_limit_says_so(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let license = app.license(serde_json::json!({"included_users": 5})).await;
+    let lid = license["lid"].as_str().expect("lid");
+    let (s, body) = app.issue(lid, "https://a.example.com/").await;
+    assert_eq!(s, 201, "{body}");
+    let token = body["token"].as_str().expect("token");
+    let (s, body) = app
+        .renew(token, Some(serde_json::json!({"usage": {"users": 9}})))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let mut c = Client::admin(&app).await;
+    let before = c.get(&format!("/portal/licenses/{lid}")).await;
+    assert!(!before.body.contains("Over its limit"), "{}", before.body);
+    charter::licensing::usage::check_limits(&app.state().core, charter_token::now() + 86_400)
+        .await
+        .expect("check");
+    let after = c.get(&format!("/portal/licenses/{lid}")).await;
+    assert!(after.body.contains("Over its limit"), "{}", after.body);
+    assert!(
+        after.body.contains("9 users of 5 included"),
+        "{}",
+        after.body
+    );
+    app.stop().await;
+}
+
 /// The session store called directly: rows round-trip, idle and old ones
 /// are pruned, a touch moves `last_seen_at`, a delete says whether it found one.
 async fn the_session_store_keeps_prunes_and_deletes(backend: Backend) {
@@ -615,6 +643,7 @@ both_stores!(
     forms_name_their_fields_and_a_token_downloads,
     the_dashboard_lists_instances_whose_pushes_fail,
     the_session_store_keeps_prunes_and_deletes,
+    a_license_over_its_limit_says_so,
 );
 
 /// `/` leads to the portal; the API's unknown paths stay JSON.

@@ -155,6 +155,13 @@ fn facts(l: &License, company: &str, slug: &str) -> Markup {
             dt { "Products" } dd { (t.products.join(", ")) }
             dt { "Valid" } dd { (ts(l.starts_at)) " – " (ts(l.expires_at)) }
             dt { "Seats" } dd { (t.included_users) " " (t.limit_by) ", " (t.included_admins) " admins, " (t.included_viewers) " viewers" }
+            @if let Some(o) = &l.over_limit {
+                dt { "Over its limit" } dd {
+                    (badge("over limit")) " since " (ts(o.since)) ": "
+                    @for (name, c) in &o.counters { (c.used) " " (name) " of " (c.included) " included " }
+                    "(day of " (ts(o.day)) ")"
+                }
+            }
             dt { "Features" } dd { @if t.features.is_empty() { "—" } @else { (t.features.join(", ")) } }
             dt { "Limits" } dd { @if t.limits.is_empty() { "—" } @else { @for (k, n) in &t.limits { code { (k) "=" (n) } " " } } }
             dt { "Flags" } dd { @if t.flags.is_empty() { "—" } @else { @for (k, v) in &t.flags { code { (k) "=" (v) } " " } } }
