@@ -4,6 +4,7 @@
 //!
 //! `bash benches/run.sh` (or `cargo bench --bench load`). Knobs (environment):
 //! `LOAD_N` instances issued then renewed per run (default 2000),
+//! `LOAD_RENEW_USAGE=1` renewals that report usage (as instances do),
 //! `LOAD_CHARTER_BIN` another build to measure, `LOAD_CONCURRENCY` requests in flight (default 16), `LOAD_CHECK_SECS` per
 //! check round (default 3), `LOAD_PUSH` push sizes (default `1000,10000`),
 //! `LOAD_STORES` (default `sqlite,postgres`), `LOAD_ALGS` (default
@@ -972,10 +973,15 @@ async fn renew_all(
 ) -> anyhow::Result<(Vec<String>, Vec<Duration>, Duration)> {
     let toks: Arc<[String]> = tokens.into();
     let (http, base) = (http.clone(), base.to_string());
+    // `LOAD_RENEW_USAGE=1`: each renewal reports usage, as instances do.
+    let usage = env_or("LOAD_RENEW_USAGE", 0) != 0;
     drive(tokens.len(), conc, move |i| {
-        let req = http
+        let mut req = http
             .post(format!("{base}/api/tokens/renew"))
             .bearer_auth(&toks[i]);
+        if usage {
+            req = req.json(&serde_json::json!({"usage": {"users": 7 + i % 50, "admins": 1}}));
+        }
         async move {
             let (s, body) = send(req).await?;
             anyhow::ensure!(s == 200, "renew: {s} {body}");

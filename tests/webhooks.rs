@@ -693,7 +693,50 @@ async fn racing_changes_of_an_endpoint_keep_both(backend: Backend) {
     app.stop().await;
 }
 
+/// `token.renewed` is opt-in: recorded for renewals while an endpoint
+/// subscribes, not before.
+async fn renewals_are_announced_only_to_subscribers(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = Receiver::start().await;
+    let (id, _) = hook(&app, &rx.url, &["license.created"]).await;
+    let l = app.license(json!({})).await;
+    let lid = l["lid"].as_str().expect("lid");
+    let (_, body) = app.issue(lid, "https://a.example.com/").await;
+    let token = body["token"].as_str().expect("token").to_string();
+    let (s, body) = app.renew(&token, None).await;
+    assert_eq!(s, 200, "{body}");
+    let renewed = body["token"].as_str().expect("token").to_string();
+    let (s, _) = app
+        .patch(
+            &format!("/api/webhooks/{id}"),
+            json!({"event_types": ["token.renewed"]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, body) = app.renew(&renewed, None).await;
+    assert_eq!(s, 200, "{body}");
+    deliver(&app).await;
+    assert_eq!(rx.kinds(), ["license.created", "token.renewed"]);
+    let data = rx
+        .got()
+        .into_iter()
+        .find(|g| g.kind() == "token.renewed")
+        .expect("renewed")
+        .json()["data"]
+        .clone();
+    assert_eq!(data["reason"], "renew");
+    assert_eq!(data["lid"], lid);
+    assert_eq!(data["instance"]["url"], "https://a.example.com/");
+    let new_jti = charter_token::insecure_decode(body["token"].as_str().expect("token"))
+        .expect("decode")
+        .1
+        .jti;
+    assert_eq!(data["jti"], new_jti);
+    app.stop().await;
+}
+
 both_stores!(
+    renewals_are_announced_only_to_subscribers,
     racing_changes_of_an_endpoint_keep_both,
     old_events_are_pruned_unless_a_delivery_waits,
     events_are_recorded_with_their_change_and_delivered_signed,

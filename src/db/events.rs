@@ -130,6 +130,8 @@ pub trait EventStore: Send + Sync {
     /// Deletes up to `batch` events recorded before `before` that no
     /// delivery waits for (their deliveries go with them); how many.
     async fn prune_events(&self, before: i64, batch: i64) -> Result<u64>;
+    /// Whether an enabled endpoint subscribes to event type `kind`.
+    async fn subscribed(&self, kind: &str) -> Result<bool>;
     /// How many licenses have `over_limit` set.
     async fn count_over_limit(&self) -> Result<i64>;
 }

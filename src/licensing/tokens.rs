@@ -103,7 +103,11 @@ pub(crate) async fn issue(
     if let Recipient::Bind(i) = &to {
         audit.events.push(super::events::instance_bound(i));
     }
-    audit.events.push(super::events::token(&record, req.url));
+    // `token.renewed` only while an endpoint subscribes (as this replica
+    // last saw: within a few seconds); `token.issued` always.
+    if req.reason == TokenReason::Issue || ctx.deliverer.renewals_wanted(&*ctx.store).await {
+        audit.events.push(super::events::token(&record, req.url));
+    }
     let issuance = Issuance {
         token: record,
         to,

@@ -387,6 +387,13 @@ impl EventStore for PgStore {
         Ok(c.execute(&st, &[&before, &batch]).await?)
     }
 
+    async fn subscribed(&self, kind: &str) -> Result<bool> {
+        Ok(self
+            .one(pg!(ev::SUBSCRIBED), &[&kind], |_| Ok(()))
+            .await?
+            .is_some())
+    }
+
     async fn count_over_limit(&self) -> Result<i64> {
         let c = self.pool.get().await?;
         let st = c.prepare_cached(pg!(ev::OVER_LIMIT)).await?;

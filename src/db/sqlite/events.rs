@@ -355,6 +355,12 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    async fn subscribed(&self, kind: &str) -> Result<bool> {
+        let kind = kind.to_string();
+        self.read(move |c| Ok(one(c, ev::SUBSCRIBED, [kind], |_| Ok(()))?.is_some()))
+            .await
+    }
+
     async fn count_over_limit(&self) -> Result<i64> {
         self.read(|c| Ok(c.row(ev::OVER_LIMIT, [], |r| r.get(0))?))
             .await
