@@ -235,3 +235,50 @@ pub(crate) fn check_version(what: &'static str, if_match: Option<i64>, version: 
         _ => Ok(()),
     }
 }
+
+/// The loop of a delivery job (pushes, webhooks): claims a batch with
+/// `claim` (leases in the store) until one comes back empty, and runs
+/// `process` on each claimed job, `concurrency` at once; counts what it
+/// delivered (`true`) and what failed (`false`, or a task that panicked).
+pub(crate) async fn drain<J, C, CF, P, PF>(
+    ctx: &Licensing,
+    concurrency: usize,
+    what: &'static str,
+    mut claim: C,
+    process: P,
+) -> Result<crate::push::RunStats>
+where
+    J: Send + 'static,
+    C: FnMut() -> CF,
+    CF: std::future::Future<Output = Result<Vec<J>, StoreError>>,
+    P: Fn(Licensing, J) -> PF + Copy + Send + 'static,
+    PF: std::future::Future<Output = bool> + Send + 'static,
+{
+    let mut stats = crate::push::RunStats::default();
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    loop {
+        let jobs = claim().await?;
+        if jobs.is_empty() {
+            break;
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for job in jobs {
+            let (ctx, permits) = (ctx.clone(), permits.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                process(ctx, job).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(true) => stats.delivered += 1,
+                Ok(false) => stats.failed += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, job = what, "a delivery task panicked");
+                    stats.failed += 1;
+                }
+            }
+        }
+    }
+    Ok(stats)
+}

@@ -7,11 +7,8 @@
 //! redelivered as is, not reissued. The outcome is written by
 //! [`crate::db::PushStore::finish_push`], which owns only the push columns.
 
-use std::sync::Arc;
-
 use charter_token::{DAY, now};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use super::tokens::{Request, StoreOrSign, issue};
 use super::{Actor, Licensing, Result};
@@ -26,37 +23,19 @@ pub async fn run_once(ctx: &Licensing) -> Result<RunStats> {
     let Ok(_guard) = pusher.running.try_lock() else {
         return Ok(RunStats::default());
     };
-    let mut stats = RunStats::default();
-    let permits = Arc::new(Semaphore::new(pusher.config.concurrency.max(1)));
-    loop {
-        let t = now();
-        let lease_until = t + pusher.config.lease.as_secs() as i64;
-        let jobs = ctx
-            .store
-            .claim_pushes(&pusher.owner, t, lease_until, pusher.config.batch)
-            .await?;
-        if jobs.is_empty() {
-            break;
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        for job in jobs {
-            let (ctx, permits) = (ctx.clone(), permits.clone());
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                process(&ctx, job).await
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(true) => stats.delivered += 1,
-                Ok(false) => stats.failed += 1,
-                Err(e) => {
-                    tracing::error!(error = %e, "push task panicked");
-                    stats.failed += 1;
-                }
-            }
-        }
-    }
+    let stats = super::drain(
+        ctx,
+        pusher.config.concurrency,
+        "push",
+        || {
+            let t = now();
+            let lease_until = t + pusher.config.lease.as_secs() as i64;
+            ctx.store
+                .claim_pushes(&pusher.owner, t, lease_until, pusher.config.batch)
+        },
+        |ctx, job| async move { process(&ctx, job).await },
+    )
+    .await?;
     if stats != RunStats::default() {
         tracing::info!(
             delivered = stats.delivered,

@@ -22,7 +22,7 @@ use base64::engine::general_purpose::STANDARD;
 use charter_token::now;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::sync::{Mutex, Notify};
 
 use super::{Actor, Error, Licensing, Result, check_version, retry_stale};
 use crate::config::WebhookConfig;
@@ -329,39 +329,19 @@ pub async fn run_once(ctx: &Licensing) -> Result<RunStats> {
     let Ok(_guard) = d.running.try_lock() else {
         return Ok(RunStats::default());
     };
-    let mut stats = RunStats::default();
-    let permits = Arc::new(Semaphore::new(d.config.concurrency.max(1)));
-    loop {
-        let t = now();
-        let lease_until = t + d.config.lease.as_secs() as i64;
-        let batch = (d.config.concurrency * 2) as i64;
-        let jobs = ctx
-            .store
-            .claim_deliveries(&d.owner, t, lease_until, batch)
-            .await?;
-        if jobs.is_empty() {
-            break;
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        for job in jobs {
-            let (ctx, permits) = (ctx.clone(), permits.clone());
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                attempt(&ctx, job).await
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(true) => stats.delivered += 1,
-                Ok(false) => stats.failed += 1,
-                Err(e) => {
-                    tracing::error!(error = %e, "webhook task panicked");
-                    stats.failed += 1;
-                }
-            }
-        }
-    }
-    Ok(stats)
+    let batch = (d.config.concurrency * 2) as i64;
+    super::drain(
+        ctx,
+        d.config.concurrency,
+        "webhook",
+        || {
+            let t = now();
+            let lease_until = t + d.config.lease.as_secs() as i64;
+            ctx.store.claim_deliveries(&d.owner, t, lease_until, batch)
+        },
+        |ctx, job| async move { attempt(&ctx, job).await },
+    )
+    .await
 }
 
 /// The signatures of a delivery: the current secret's, and the previous
