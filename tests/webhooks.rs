@@ -541,13 +541,19 @@ async fn usage_over_the_included_count_sets_over_limit_and_clears_it(backend: Ba
     let a = renew(tokens[0].clone(), 9).await;
     let _a = renew(a, 8).await;
     let b = renew(tokens[1].clone(), 5).await;
-    // The check looks at the latest complete day: run it as of tomorrow.
+    // The check looks at the latest complete day: run it as of tomorrow,
+    // on two replicas at once: one of them records the transition.
     let tomorrow = charter_token::now() + 86_400;
     let core = &app.state().core;
-    let n = charter::licensing::usage::check_limits(core, tomorrow)
+    let other = charter::serve::start(app.data.config())
         .await
-        .expect("check");
-    assert_eq!(n, 1);
+        .expect("second replica");
+    let (here, there) = tokio::join!(
+        charter::licensing::usage::check_limits(core, tomorrow),
+        charter::licensing::usage::check_limits(&other.state.core, tomorrow),
+    );
+    assert_eq!(here.expect("here") + there.expect("there"), 1);
+    other.stop().await.expect("stops");
     let (_, l) = app.get(&format!("/api/licenses/{lid}")).await;
     assert_eq!(
         l["over_limit"]["counters"]["users"],
