@@ -333,6 +333,41 @@ fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
+/// Runs the statements `sql` in one transaction on the bench's store
+/// (`kind` at `url`, the SQLite file in `dir`): how the scale and usage
+/// benches fill it through its schema. SQLite's WAL is checkpointed after;
+/// PostgreSQL runs `analyze` (what autovacuum does to a table this size
+/// soon after).
+async fn fill_sql(
+    kind: &str,
+    url: &str,
+    dir: &Path,
+    sql: String,
+    analyze: &str,
+) -> anyhow::Result<()> {
+    if kind == "sqlite" {
+        let path = dir.join("charter.db");
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut c = rusqlite::Connection::open(path)?;
+            c.busy_timeout(Duration::from_secs(30))?;
+            let tx = c.transaction()?;
+            tx.execute_batch(&sql)?;
+            tx.commit()?;
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+            Ok(())
+        })
+        .await??;
+    } else {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("BEGIN; {sql} COMMIT;"))
+            .await?;
+        client.batch_execute(analyze).await?;
+    }
+    Ok(())
+}
+
 async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
     let res = req.send().await?;
     let status = res.status().as_u16();

@@ -304,26 +304,5 @@ async fn fill(
             )
         })
         .collect();
-    if kind == "sqlite" {
-        let path = dir.join("charter.db");
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let mut c = rusqlite::Connection::open(path)?;
-            c.busy_timeout(Duration::from_secs(30))?;
-            let tx = c.transaction()?;
-            tx.execute_batch(&sql)?;
-            tx.commit()?;
-            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-            Ok(())
-        })
-        .await??;
-    } else {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("BEGIN; {sql} COMMIT;"))
-            .await?;
-        // What autovacuum does to a table this size soon after.
-        client.batch_execute("VACUUM ANALYZE usage_reports").await?;
-    }
-    Ok(())
+    super::fill_sql(kind, url, dir, sql, "VACUUM ANALYZE usage_reports").await
 }
